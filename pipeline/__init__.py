@@ -1,0 +1,1 @@
+"""The label-images pipeline: options, wiring and command line."""

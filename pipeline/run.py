@@ -1,0 +1,96 @@
+"""The label-images command line: python -m pipeline.run, or label-images.
+
+  label-images --input INPUT --output OUTPUT_DIR [--model_handle H] [--feature_handle H]
+               [--top_k 5] [any standard Beam option: --runner, --direct_num_workers, ...]
+"""
+
+import argparse
+import logging
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+
+from pipeline import gcs_emulator
+from pipeline.build import build_pipeline
+from pipeline.options import REQUIRED, LabelImagesOptions
+from transforms.labels import NUM_CLASSES
+
+# DirectRunner first tries the Prism runner, whose binary it downloads from the network;
+# FnApiRunner is the DirectRunner's own engine for batch pipelines and stays local.
+_LOCAL_RUNNER = 'FnApiRunner'
+
+
+def parse_args(argv):
+  """Returns (our options as a namespace, PipelineOptions of the whole command line)."""
+  parser = argparse.ArgumentParser(
+      prog='label-images',
+      description='Label images with the TF Hub MobileNet V2 ImageNet classifier on Apache '
+      'Beam; writes labels, scores and embeddings to Parquet.',
+      epilog='Every standard Beam option (--runner, --direct_num_workers, --project, '
+      '--region, --temp_location, ...) is passed through to the pipeline.')
+  LabelImagesOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  args, _ = parser.parse_known_args(argv)
+  missing = [f'--{name}' for name in REQUIRED if not getattr(args, name)]
+  if missing:
+    parser.error(f'the following arguments are required: {", ".join(missing)}')
+  if not 1 <= args.top_k <= NUM_CLASSES:
+    parser.error(f'--top_k must be between 1 and {NUM_CLASSES}')
+  for name in ('batch_size', 'rows_per_file', 'max_image_bytes', 'max_image_pixels'):
+    if getattr(args, name) < 1:
+      parser.error(f'--{name} must be at least 1')
+  return args, PipelineOptions(argv)
+
+
+def configure_runner(pipeline_options):
+  standard = pipeline_options.view_as(StandardOptions)
+  if standard.runner in (None, 'DirectRunner'):
+    standard.runner = _LOCAL_RUNNER
+  if gcs_emulator.use_anonymous_credentials_for_emulator():
+    setup = pipeline_options.view_as(SetupOptions)
+    setup.beam_plugins = (setup.beam_plugins or []) + [gcs_emulator.__name__]
+
+
+def counters(result):
+  """{name: value} of the pipeline's counters in the 'label_images' namespace."""
+  query = result.metrics().query(MetricsFilter().with_namespace('label_images'))
+  totals = {}
+  for counter in query['counters']:
+    value = counter.committed if counter.committed is not None else counter.attempted
+    totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
+  return totals
+
+
+def summary(totals, output, seconds):
+  labelled, errors = totals.get('labels', 0), totals.get('errors', 0)
+  lines = [f'label-images: {labelled} images labelled, {errors} errors in {seconds:.1f} s '
+           f'({labelled / max(seconds, 1e-9):.1f} images/s)']
+  kinds = sorted((name.split('.', 1)[1], n) for name, n in totals.items()
+                 if name.startswith('errors.'))
+  if kinds:
+    lines.append('  errors by kind: ' + ', '.join(f'{kind} {n}' for kind, n in kinds))
+  lines.append(f'  output: {output}/labels-*.parquet, {output}/errors-*.parquet')
+  return '\n'.join(lines)
+
+
+def run(argv):
+  args, pipeline_options = parse_args(argv)
+  configure_runner(pipeline_options)
+  started = time.monotonic()
+  pipeline = beam.Pipeline(options=pipeline_options)
+  build_pipeline(pipeline, args)
+  result = pipeline.run()
+  result.wait_until_finish()
+  print(summary(counters(result), args.output, time.monotonic() - started))
+  return 0
+
+
+def main(argv=None):
+  logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+  return run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == '__main__':
+  sys.exit(main())

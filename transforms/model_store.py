@@ -1,0 +1,55 @@
+"""Resolving a TF Hub handle to a local SavedModel directory.
+
+Handles are what TF Hub accepts: a tfhub.dev or Kaggle URL (downloaded once into TF
+Hub's cache, TFHUB_CACHE_DIR), a local directory, or a gs:// path. A gs:// model is
+copied to local disk through Beam's filesystem, the same google-cloud-storage client
+the images are read with, so it works wherever the data path works (including a
+storage emulator) and each worker process downloads it once.
+"""
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+_CACHE_ROOT = os.path.join(tempfile.gettempdir(), 'label-images-models')
+_copy_lock = threading.Lock()
+
+
+def local_model_dir(handle):
+  if handle.startswith('gs://'):
+    return _copy_to_local_cache(handle)
+  if '://' in handle:
+    import tensorflow_hub as hub  # pylint: disable=import-outside-toplevel
+    return hub.resolve(handle)
+  if not os.path.isdir(handle):
+    raise FileNotFoundError(f'model handle {handle!r} is neither a URL nor a local directory')
+  return handle
+
+
+def _copy_to_local_cache(handle):
+  prefix = handle.rstrip('/') + '/'
+  target = os.path.join(_CACHE_ROOT, hashlib.sha256(prefix.encode()).hexdigest()[:20])
+  with _copy_lock:
+    if os.path.isdir(target):
+      return target
+    files = FileSystems.match([prefix + '**'])[0].metadata_list
+    if not any(f.path.endswith('/saved_model.pb') for f in files):
+      raise FileNotFoundError(f'no saved_model.pb under {handle}')
+    os.makedirs(_CACHE_ROOT, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=_CACHE_ROOT, prefix='.partial-')
+    for f in files:
+      local_path = os.path.join(staging, f.path[len(prefix):])
+      os.makedirs(os.path.dirname(local_path), exist_ok=True)
+      with FileSystems.open(f.path, compression_type=CompressionTypes.UNCOMPRESSED) as src, \
+          open(local_path, 'wb') as dst:
+        shutil.copyfileobj(src, dst, length=8 * 1024 * 1024)
+    try:
+      os.rename(staging, target)  # atomic: another process may have finished first
+    except OSError:
+      shutil.rmtree(staging, ignore_errors=True)
+  return target

@@ -1,0 +1,25 @@
+"""The Arrow schemas of the output Parquet files."""
+
+import pyarrow as pa
+
+from transforms.model import EMBEDDING_SIZE
+
+LABELS_SCHEMA = pa.schema([
+    pa.field('uri', pa.string(), nullable=False),
+    pa.field('label', pa.string(), nullable=False),
+    pa.field('label_index', pa.int32(), nullable=False),
+    pa.field('score', pa.float32(), nullable=False),
+    pa.field('top_k_labels', pa.list_(pa.string()), nullable=False),
+    pa.field('top_k_scores', pa.list_(pa.float32()), nullable=False),
+    pa.field('embedding', pa.list_(pa.float32(), EMBEDDING_SIZE), nullable=False),
+    pa.field('width', pa.int32(), nullable=False),
+    pa.field('height', pa.int32(), nullable=False),
+    pa.field('model', pa.string(), nullable=False),
+])
+
+ERRORS_SCHEMA = pa.schema([
+    pa.field('uri', pa.string(), nullable=False),
+    pa.field('stage', pa.string(), nullable=False),
+    pa.field('error', pa.string(), nullable=False),
+    pa.field('message', pa.string(), nullable=False),
+])
