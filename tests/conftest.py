@@ -1,0 +1,107 @@
+"""Shared test fixtures: the real model built from ../shared, the photos, a GCS emulator."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_FIXTURES = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'fixtures'))
+TFLITE_MODEL = os.path.join(SHARED_FIXTURES, 'mobilenet_v2_1.0_224_quant.tflite')
+PHOTOS_DIR = os.path.join(SHARED_FIXTURES, 'images')
+LABELS_FILE = os.path.join(SHARED_FIXTURES, 'imagenet_labels.txt')
+
+# Top-1 of the reference model, from ../shared/fixtures/README.md; face.jpg is ambiguous.
+REFERENCE_LABELS = {
+    'bird.bmp': 20,
+    'cat.bmp': 286,
+    'cat_720p.jpg': 286,
+    'dragonfly.bmp': 320,
+    'grace_hopper.bmp': 653,
+    'hot_dog.jpg': 935,
+    'parrot.jpg': 89,
+    'sunflower.bmp': 986,
+}
+ALL_PHOTOS = sorted([*REFERENCE_LABELS, 'face.jpg'])
+
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'fixtures'))
+
+
+def _require_shared():
+  if not os.path.exists(TFLITE_MODEL):
+    pytest.skip(f'the shared fixtures are absent: no {TFLITE_MODEL}')
+
+
+@pytest.fixture(scope='session')
+def shared_fixtures():
+  _require_shared()
+  return SHARED_FIXTURES
+
+
+@pytest.fixture(scope='session')
+def model_dir(tmp_path_factory):
+  """DIR with classification/ and feature_vector/ SavedModels built from the real network."""
+  _require_shared()
+  import build_models  # pylint: disable=import-outside-toplevel
+  directory = tmp_path_factory.mktemp('models')
+  build_models.build(TFLITE_MODEL, str(directory))
+  return directory
+
+
+@pytest.fixture(scope='session')
+def image_model(model_dir):
+  from transforms.model import load_image_model  # pylint: disable=import-outside-toplevel
+  return load_image_model(str(model_dir / 'classification'), str(model_dir / 'feature_vector'))
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope='session')
+def gcs_emulator():
+  """A storage emulator on loopback; yields its host:port, with STORAGE_EMULATOR_HOST set."""
+  port = free_port()
+  host = f'http://127.0.0.1:{port}'
+  server = subprocess.Popen(
+      [sys.executable, '-m', 'gcp_storage_emulator', 'start', '--host', '127.0.0.1',
+       '--port', str(port), '--in-memory', '--quiet'],
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 30
+  while True:
+    try:
+      socket.create_connection(('127.0.0.1', port), timeout=1).close()
+      break
+    except OSError:
+      if server.poll() is not None or time.monotonic() > deadline:
+        server.kill()
+        raise RuntimeError('the GCS emulator did not start')
+      time.sleep(0.2)
+  previous = os.environ.get('STORAGE_EMULATOR_HOST')
+  os.environ['STORAGE_EMULATOR_HOST'] = host
+  from pipeline import gcs_emulator as anonymous  # pylint: disable=import-outside-toplevel
+  anonymous.use_anonymous_credentials_for_emulator()
+  try:
+    yield host
+  finally:
+    server.terminate()
+    server.wait(timeout=10)
+    if previous is None:
+      os.environ.pop('STORAGE_EMULATOR_HOST', None)
+    else:
+      os.environ['STORAGE_EMULATOR_HOST'] = previous
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator, request):
+  """A fresh bucket in the emulator; yields (google.cloud.storage Bucket, 'gs://name')."""
+  from google.cloud import storage  # pylint: disable=import-outside-toplevel
+  client = storage.Client(project='test')
+  name = 'bucket-' + request.node.name.lower().replace('_', '-')[:40].strip('-')
+  bucket = client.create_bucket(name)
+  return bucket, f'gs://{name}'

@@ -1,0 +1,138 @@
+"""The command line end to end, on DirectRunner, as a user runs it."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS, ROOT
+from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
+
+
+def label_images(*args, env=None):
+  """Runs `label-images ARGS` in a fresh process; returns the CompletedProcess."""
+  return subprocess.run(
+      [sys.executable, '-m', 'pipeline.run', *map(str, args)], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=600)
+
+
+def model_args(model_dir):
+  return ['--model_handle', model_dir / 'classification',
+          '--feature_handle', model_dir / 'feature_vector']
+
+
+def read_output(output_dir, prefix, schema):
+  paths = glob.glob(os.path.join(str(output_dir), f'{prefix}-*.parquet'))
+  tables = [pq.read_table(path) for path in paths]
+  for table in tables:
+    assert table.schema.equals(schema)
+  return [row for table in tables for row in table.to_pylist()]
+
+
+def check_labels(rows, uri_of):
+  by_name = {os.path.basename(uri_of(row['uri'])): row for row in rows}
+  assert sorted(by_name) == ALL_PHOTOS
+  for name, index in REFERENCE_LABELS.items():
+    assert by_name[name]['label_index'] == index, name
+  for row in rows:
+    embedding = np.asarray(row['embedding'])
+    assert embedding.shape == (1280,) and np.all(np.isfinite(embedding))
+    assert row['top_k_labels'][0] == row['label'] and len(row['top_k_labels']) == 5
+    assert row['top_k_scores'] == sorted(row['top_k_scores'], reverse=True)
+    assert row['top_k_scores'][0] == pytest.approx(row['score'])
+
+
+def test_labels_the_shared_photos(model_dir, tmp_path):
+  output = tmp_path / 'out'
+  result = label_images('--input', os.path.join(PHOTOS_DIR, '*'), '--output', output,
+                        *model_args(model_dir))
+  assert result.returncode == 0, result.stderr
+  assert '9 images labelled, 0 errors' in result.stdout
+
+  rows = read_output(output, 'labels', LABELS_SCHEMA)
+  check_labels(rows, lambda uri: uri)
+  assert {row['model'] for row in rows} == {str(model_dir / 'classification')}
+  assert not glob.glob(str(output / 'errors-*.parquet'))
+  # Nothing left behind but the committed parts.
+  assert all(name.startswith('labels-') for name in os.listdir(output))
+
+  database = duckdb.connect()
+  count, width = database.execute(
+      f"SELECT count(*), min(len(embedding)) FROM read_parquet('{output}/labels-*.parquet')"
+  ).fetchone()
+  assert (count, width) == (9, 1280)
+  frame = database.execute(f"SELECT label, score FROM read_parquet('{output}/*.parquet')").df()
+  assert len(frame) == 9
+
+
+def test_a_list_with_duplicates_blanks_and_broken_files(model_dir, tmp_path):
+  broken = tmp_path / 'broken.jpg'
+  broken.write_bytes(b'<html>not an image</html>')
+  empty = tmp_path / 'empty.png'
+  empty.write_bytes(b'')
+  missing = tmp_path / 'missing.jpg'
+  photo = os.path.join(PHOTOS_DIR, 'parrot.jpg')
+  listing = tmp_path / 'list.txt'
+  listing.write_text('\n'.join([photo, '', photo, f'  {broken}  ', str(empty), str(missing),
+                                '   ', str(broken)]) + '\n')
+  output = tmp_path / 'out'
+
+  result = label_images('--input', listing, '--output', output, '--top_k', 3,
+                        *model_args(model_dir))
+  assert result.returncode == 0, result.stderr
+  assert '1 images labelled, 3 errors' in result.stdout
+
+  labels = read_output(output, 'labels', LABELS_SCHEMA)
+  assert [(row['uri'], row['label_index'], len(row['top_k_scores'])) for row in labels] == [
+      (photo, 89, 3)]
+  errors = {row['uri']: row for row in read_output(output, 'errors', ERRORS_SCHEMA)}
+  assert {uri: (row['stage'], row['error']) for uri, row in errors.items()} == {
+      str(broken): ('decode', 'not_an_image'),
+      str(empty): ('read', 'empty'),
+      str(missing): ('read', 'not_found'),
+  }
+  assert all(row['message'] for row in errors.values())
+
+
+def test_gcs_input_and_output(model_dir, gcs_bucket, tmp_path):
+  bucket, bucket_uri = gcs_bucket
+  for name in ALL_PHOTOS:
+    bucket.blob(f'photos/{name}').upload_from_filename(os.path.join(PHOTOS_DIR, name))
+  env = dict(os.environ)
+
+  result = label_images('--input', f'{bucket_uri}/photos/*', '--output', f'{bucket_uri}/out',
+                        *model_args(model_dir), env=env)
+  assert result.returncode == 0, result.stderr
+  assert '9 images labelled, 0 errors' in result.stdout
+
+  parts = [blob for blob in bucket.list_blobs(prefix='out/')]
+  assert parts and all(blob.name.startswith('out/labels-') for blob in parts)
+  local = tmp_path / 'downloaded'
+  local.mkdir()
+  for blob in parts:
+    blob.download_to_filename(str(local / os.path.basename(blob.name)))
+  rows = read_output(local, 'labels', LABELS_SCHEMA)
+  check_labels(rows, lambda uri: uri)
+  assert all(row['uri'].startswith(f'{bucket_uri}/photos/') for row in rows)
+
+
+def test_help_lists_the_options():
+  result = label_images('--help')
+  assert result.returncode == 0
+  for flag in ('--input', '--output', '--model_handle', '--feature_handle', '--top_k'):
+    assert flag in result.stdout
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--output', 'out'], 'required: --input'),
+    (['--input', 'x/*', '--output', 'out', '--top_k', '0'], '--top_k must be between'),
+])
+def test_bad_arguments_are_refused_clearly(args, message):
+  result = label_images(*args)
+  assert result.returncode == 2
+  assert message in result.stderr
