@@ -52,32 +52,32 @@ def central_crop_box(width, height, fraction=CENTRAL_FRACTION):
 def decode_image(image_bytes, max_pixels=DEFAULT_MAX_PIXELS):
   """Returns (pixels, width, height); raises ImageError for anything undecodable."""
   try:
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-      image = Image.open(io.BytesIO(image_bytes))
+    return _decode(image_bytes, max_pixels)
+  except ImageError:
+    raise
   except Image.UnidentifiedImageError as e:
     raise ImageError('not_an_image', 'the bytes are not an image format Pillow can read') from e
   except Image.DecompressionBombError as e:
     raise ImageError('too_many_pixels', str(e)) from e
   except Exception as e:  # pylint: disable=broad-except
-    raise ImageError('decode_failed', f'{type(e).__name__}: {e}') from e
+    kind = 'truncated' if 'truncated' in str(e).lower() else 'decode_failed'
+    raise ImageError(kind, f'{type(e).__name__}: {e}') from e
+
+
+def _decode(image_bytes, max_pixels):
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+    image = Image.open(io.BytesIO(image_bytes))
   # Refuse before decoding: the header's size is known before any pixel is allocated.
   if image.width * image.height > max_pixels:
     raise ImageError(
         'too_many_pixels',
         f'{image.width}x{image.height} is above the limit of {max_pixels} pixels')
-  try:
-    image = ImageOps.exif_transpose(image)  # also loads the first frame of an animation
-    width, height = image.size
-    rgb = _to_rgb(image)
-    resized = rgb.resize(
-        (IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR, box=central_crop_box(width, height))
-    return np.asarray(resized, dtype=np.uint8), width, height
-  except OSError as e:
-    kind = 'truncated' if 'truncated' in str(e) else 'decode_failed'
-    raise ImageError(kind, f'{type(e).__name__}: {e}') from e
-  except Exception as e:  # pylint: disable=broad-except
-    raise ImageError('decode_failed', f'{type(e).__name__}: {e}') from e
+  image = ImageOps.exif_transpose(image)  # also loads the first frame of an animation
+  width, height = image.size
+  resized = _to_rgb(image).resize(
+      (IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR, box=central_crop_box(width, height))
+  return np.asarray(resized, dtype=np.uint8), width, height
 
 
 class DecodeImages(beam.DoFn):

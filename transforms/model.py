@@ -25,10 +25,11 @@ _LOGGER = logging.getLogger(__name__)
 
 def find_head(classifier):
   """Returns (kernel [1280, 1001], bias [1001]) from the module's variables, or None."""
-  kernels = [v for v in classifier.variables
+  variables = getattr(classifier, 'variables', ())  # TF Hub modules list them; plain ones may not
+  kernels = [v for v in variables
              if v.shape.num_elements() == EMBEDDING_SIZE * NUM_CLASSES
              and v.shape[-2:] == (EMBEDDING_SIZE, NUM_CLASSES)]
-  biases = [v for v in classifier.variables if v.shape == (NUM_CLASSES,)]
+  biases = [v for v in variables if v.shape == (NUM_CLASSES,)]
   if len(kernels) != 1 or len(biases) != 1:
     return None
   return np.reshape(kernels[0].numpy(), (EMBEDDING_SIZE, NUM_CLASSES)), biases[0].numpy()

@@ -16,13 +16,14 @@ def label_row(image, output, top_k, model_handle, label_names):
   """One row of LABELS_SCHEMA for a DecodedImage and its ModelOutput."""
   probabilities = softmax(output.logits)
   top = np.argsort(-probabilities, kind='stable')[:top_k]
+  top_scores = probabilities[top].astype(np.float32)
   return {
       'uri': image.uri,
       'label': label_names[top[0]],
       'label_index': int(top[0]),
-      'score': float(probabilities[top[0]]),
+      'score': float(top_scores[0]),
       'top_k_labels': [label_names[i] for i in top],
-      'top_k_scores': probabilities[top].astype(np.float32).tolist(),
+      'top_k_scores': top_scores.tolist(),
       'embedding': output.embedding,
       'width': image.width,
       'height': image.height,

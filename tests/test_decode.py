@@ -1,0 +1,90 @@
+"""Decoding and preprocessing: every common encoding to 224x224 RGB uint8."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import PHOTOS_DIR
+from transforms.decode import IMAGE_SIZE, central_crop_box, decode_image
+from transforms.failures import ImageError
+
+
+def encode(image, fmt, **params):
+  buffer = io.BytesIO()
+  image.save(buffer, fmt, **params)
+  return buffer.getvalue()
+
+
+def gradient_image(width=64, height=48):
+  x = np.linspace(0, 255, width, dtype=np.uint8)[None, :].repeat(height, 0)
+  y = np.linspace(0, 255, height, dtype=np.uint8)[:, None].repeat(width, 1)
+  return Image.fromarray(np.stack([x, y, 255 - x], -1), 'RGB')
+
+
+def test_central_crop_keeps_87_5_percent_around_the_centre():
+  assert central_crop_box(800, 400) == (50.0, 25.0, 750.0, 375.0)
+
+
+@pytest.mark.parametrize('mode', ['RGB', 'L', 'RGBA', 'LA', 'P', 'CMYK', '1'])
+def test_every_mode_becomes_rgb_uint8(mode):
+  pixels, width, height = decode_image(encode(gradient_image().convert(mode), 'TIFF'))
+  assert pixels.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and pixels.dtype == np.uint8
+  assert (width, height) == (64, 48)
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped():
+  gray = np.full((32, 32), 40000, dtype=np.uint16)
+  pixels, _, _ = decode_image(encode(Image.fromarray(gray), 'PNG'))
+  assert np.all(pixels == 40000 >> 8)
+
+
+def test_exif_orientation_is_applied():
+  image = gradient_image(64, 48)
+  exif = Image.Exif()
+  exif[0x0112] = 6  # stored rotated: display turned 90 degrees clockwise
+  pixels, width, height = decode_image(encode(image, 'JPEG', exif=exif, quality=95))
+  upright, _, _ = decode_image(encode(image.transpose(Image.Transpose.ROTATE_270), 'JPEG',
+                                      quality=95))
+  assert (width, height) == (48, 64)
+  assert np.abs(pixels.astype(int) - upright.astype(int)).mean() < 3
+
+
+def test_first_frame_of_an_animation():
+  frames = [Image.new('RGB', (20, 20), color) for color in ((255, 0, 0), (0, 0, 255))]
+  data = encode(frames[0], 'GIF', save_all=True, append_images=frames[1:])
+  pixels, _, _ = decode_image(data)
+  assert tuple(pixels[112, 112]) == (255, 0, 0)
+
+
+def test_matches_a_plain_resize_of_the_photo():
+  path = os.path.join(PHOTOS_DIR, 'parrot.jpg')
+  if not os.path.exists(path):
+    pytest.skip('the shared photos are absent')
+  with open(path, 'rb') as f:
+    pixels, width, height = decode_image(f.read())
+  image = Image.open(path).convert('RGB')
+  expected = image.crop((32, 58, 480, 871)).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+  assert (width, height) == (512, 929)
+  assert np.abs(pixels.astype(int) - np.asarray(expected, int)).mean() < 2
+
+
+@pytest.mark.parametrize('data, error', [
+    (b'<html><body>404</body></html>', 'not_an_image'),
+    (os.urandom(2048), 'not_an_image'),
+    (encode(gradient_image(), 'JPEG')[:300], 'truncated'),
+])
+def test_broken_bytes_raise_image_error(data, error):
+  with pytest.raises(ImageError) as raised:
+    decode_image(data)
+  assert raised.value.error == error
+
+
+def test_too_many_pixels_is_refused_before_decoding():
+  data = encode(Image.new('L', (3000, 2000)), 'PNG')
+  with pytest.raises(ImageError) as raised:
+    decode_image(data, max_pixels=1_000_000)
+  assert raised.value.error == 'too_many_pixels'
+  assert '3000x2000' in raised.value.message

@@ -1,0 +1,53 @@
+"""Expanding --input into distinct URIs, on Beam's DirectRunner."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.inputs import ListImageUris, input_format
+
+
+def assert_lists(input_spec, expected):
+  with BeamTestPipeline(runner='FnApiRunner') as pipeline:
+    assert_that(pipeline | ListImageUris(input_spec), equal_to(expected))
+
+
+@pytest.mark.parametrize('spec, kind', [
+    ('gs://b/photos/**.jpg', 'glob'), ('list.TXT', 'text'), ('a/b.csv', 'csv'),
+    ('gs://b/uris.parquet', 'parquet'), ('photos/*', 'glob'),
+])
+def test_input_format(spec, kind):
+  assert input_format(spec) == kind
+
+
+def test_glob(tmp_path):
+  for name in ('a.jpg', 'b.jpg', 'c.png'):
+    (tmp_path / name).write_bytes(b'x')
+  assert_lists(str(tmp_path / '*.jpg'), [str(tmp_path / 'a.jpg'), str(tmp_path / 'b.jpg')])
+
+
+def test_text_list_drops_blanks_and_duplicates(tmp_path):
+  listing = tmp_path / 'list.txt'
+  listing.write_text('a.jpg\n\n  b.jpg \r\na.jpg\n   \ngs://x/c.jpg')
+  assert_lists(str(listing), ['a.jpg', 'b.jpg', 'gs://x/c.jpg'])
+
+
+def test_csv_uri_column(tmp_path):
+  listing = tmp_path / 'list.csv'
+  listing.write_text('id,uri\n1,a.jpg\n2,"b, with comma.jpg"\n3,a.jpg\n4,\n')
+  assert_lists(str(listing), ['a.jpg', 'b, with comma.jpg'])
+
+
+def test_parquet_uri_column(tmp_path):
+  listing = tmp_path / 'list.parquet'
+  pq.write_table(pa.table({'uri': ['a.jpg', 'b.jpg', 'a.jpg'], 'other': [1, 2, 3]}), listing)
+  assert_lists(str(listing), ['a.jpg', 'b.jpg'])
+
+
+def test_csv_without_uri_column_fails_clearly(tmp_path):
+  listing = tmp_path / 'list.csv'
+  listing.write_text('path\na.jpg\n')
+  with pytest.raises(Exception, match="no 'uri' column"):
+    assert_lists(str(listing), [])

@@ -1,0 +1,130 @@
+"""Loading the TF Hub modules, the fused head, its probe check, and the model handler."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_hub as hub
+
+from conftest import PHOTOS_DIR, REFERENCE_LABELS
+from transforms.decode import DecodedImage, decode_image
+from transforms.failures import Failure
+from transforms.inference import MobileNetHandler, ModelOutput
+from transforms.model import find_head, load_image_model, probe_pixels
+
+
+class TinyModule(tf.train.Checkpoint):
+  """A small stand-in with the shapes of MobileNet V2's outputs and head."""
+
+  def __init__(self, classify, head_matches=True, listed_variables=True):
+    super().__init__()
+    rng = np.random.default_rng(1)
+    self.projection = tf.Variable(rng.normal(size=(3, 1280)).astype(np.float32))
+    self.kernel = tf.Variable(rng.normal(size=(1280, 1001)).astype(np.float32) * 0.01)
+    self.bias = tf.Variable(rng.normal(size=(1001,)).astype(np.float32))
+    if listed_variables:
+      self.variables = [self.projection, self.kernel, self.bias]
+    self._classify = classify
+    self._head_matches = head_matches
+
+  @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32)])
+  def __call__(self, images):
+    embedding = tf.nn.relu(tf.matmul(tf.reduce_mean(images, [1, 2]), self.projection))
+    if not self._classify:
+      return embedding
+    logits = tf.matmul(embedding, self.kernel) + self.bias
+    return logits if self._head_matches else tf.nn.relu(logits) * 2.0
+
+
+def save_tiny(directory, head_matches=True, listed_variables=True):
+  for name, classify in (('classification', True), ('feature_vector', False)):
+    module = TinyModule(classify, head_matches, listed_variables)
+    tf.saved_model.save(module, str(directory / name))
+  return str(directory / 'classification'), str(directory / 'feature_vector')
+
+
+def test_fixture_modules_have_the_tf_hub_layout(model_dir):
+  classifier = hub.load(str(model_dir / 'classification'))
+  assert len(classifier.trainable_variables) == len(classifier.variables) > 100
+  names = {v.name: tuple(v.shape) for v in classifier.variables}
+  assert names['MobilenetV2/Logits/Conv2d_1c_1x1/weights:0'] == (1, 1, 1280, 1001)
+  assert names['MobilenetV2/Logits/Conv2d_1c_1x1/biases:0'] == (1001,)
+  layer = hub.KerasLayer(str(model_dir / 'feature_vector'))
+  assert tuple(layer(np.zeros((2, 224, 224, 3), np.float32)).shape) == (2, 1280)
+
+
+def test_one_forward_pass_matches_the_classifier(model_dir, image_model):
+  assert image_model.fused
+  classifier = tf.saved_model.load(str(model_dir / 'classification'))
+  head = find_head(classifier)
+  assert head[0].shape == (1280, 1001) and head[1].shape == (1001,)
+  pixels = probe_pixels()
+  logits, embeddings = image_model.predict(pixels)
+  reference = classifier(pixels.astype(np.float32) / 255.0).numpy()
+  assert embeddings.shape == (2, 1280)
+  assert np.max(np.abs(logits - reference)) < 1e-3
+
+
+def test_labels_the_photos_as_the_reference(image_model, shared_fixtures):
+  names = sorted(REFERENCE_LABELS)
+  pixels = []
+  for name in names:
+    with open(os.path.join(PHOTOS_DIR, name), 'rb') as f:
+      pixels.append(decode_image(f.read())[0])
+  logits, _ = image_model.predict(np.stack(pixels))
+  assert dict(zip(names, logits.argmax(1).tolist())) == REFERENCE_LABELS
+
+
+def test_falls_back_to_both_modules_when_the_head_does_not_match(tmp_path, caplog):
+  classification, feature_vector = save_tiny(tmp_path, head_matches=False)
+  with caplog.at_level(logging.WARNING):
+    model = load_image_model(classification, feature_vector)
+  assert not model.fused
+  assert 'two forward passes' in caplog.text
+  pixels = probe_pixels()
+  logits, _ = model.predict(pixels)
+  reference = tf.saved_model.load(classification)(pixels.astype(np.float32) / 255.0).numpy()
+  assert np.allclose(logits, reference, atol=1e-5)
+
+
+def test_fuses_a_matching_head_of_another_model(tmp_path):
+  assert load_image_model(*save_tiny(tmp_path)).fused
+
+
+def test_runs_both_modules_when_no_head_is_listed(tmp_path, caplog):
+  with caplog.at_level(logging.WARNING):
+    assert not load_image_model(*save_tiny(tmp_path, listed_variables=False)).fused
+  assert 'No single 1280x1001 head' in caplog.text
+
+
+def test_loads_models_from_gcs(model_dir, gcs_bucket):
+  bucket, bucket_uri = gcs_bucket
+  for root, _, files in os.walk(model_dir):
+    for name in files:
+      local = os.path.join(root, name)
+      bucket.blob('models/' + os.path.relpath(local, model_dir)).upload_from_filename(local)
+  model = load_image_model(f'{bucket_uri}/models/classification',
+                           f'{bucket_uri}/models/feature_vector/')
+  assert model.fused
+  logits, _ = model.predict(probe_pixels())
+  assert logits.shape == (2, 1001)
+
+
+def test_a_missing_local_model_fails_clearly(tmp_path):
+  with pytest.raises(FileNotFoundError, match='neither a URL nor a local directory'):
+    load_image_model(str(tmp_path / 'nothing'), str(tmp_path / 'nothing'))
+
+
+def test_a_failing_batch_is_retried_image_by_image(image_model):
+  good = DecodedImage('good.jpg', np.zeros((224, 224, 3), np.uint8), 1, 1)
+  bad = DecodedImage('bad.jpg', np.zeros((224, 100, 3), np.uint8), 1, 1)
+  handler = MobileNetHandler('M', 'F')
+  results = handler.run_inference([good, bad, good], image_model)
+  assert [r.example.uri for r in results] == ['good.jpg', 'bad.jpg', 'good.jpg']
+  assert isinstance(results[0].inference, ModelOutput)
+  assert isinstance(results[2].inference, ModelOutput)
+  failure = results[1].inference
+  assert isinstance(failure, Failure)
+  assert (failure.uri, failure.stage, failure.error) == ('bad.jpg', 'inference', 'inference_failed')

@@ -1,0 +1,24 @@
+"""Model outputs to rows: softmax, top-k, label names."""
+
+import numpy as np
+
+from transforms.decode import DecodedImage
+from transforms.inference import ModelOutput
+from transforms.rows import label_row, softmax
+
+
+def test_softmax_is_stable_and_normalised():
+  probabilities = softmax(np.array([1000.0, 1000.0, -1000.0], np.float32))
+  assert np.allclose(probabilities, [0.5, 0.5, 0.0])
+
+
+def test_label_row_holds_top_k_in_descending_order():
+  logits = np.zeros(1001, np.float32)
+  logits[[7, 3, 500]] = [5.0, 4.0, 3.0]
+  names = [f'class {i}' for i in range(1001)]
+  image = DecodedImage('gs://b/a.jpg', np.zeros((224, 224, 3), np.uint8), 640, 480)
+  row = label_row(image, ModelOutput(logits, np.ones(1280, np.float32)), 3, 'M', names)
+  assert row['label_index'] == 7 and row['label'] == 'class 7'
+  assert row['top_k_labels'] == ['class 7', 'class 3', 'class 500']
+  assert row['top_k_scores'][0] == row['score'] > row['top_k_scores'][1] > row['top_k_scores'][2]
+  assert (row['width'], row['height'], row['model']) == (640, 480, 'M')
