@@ -87,8 +87,18 @@ def run(argv):
   return 0
 
 
+class _DropBeamResourceWarning(logging.Filter):
+  """RunInference warns on every model load that it can't read memory usage: Beam imports
+  `resource` together with a module that needs PyTorch, so without PyTorch it gives up."""
+
+  def filter(self, record):
+    return not record.getMessage().startswith('Resource module is not available')
+
+
 def main(argv=None):
   logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_DropBeamResourceWarning())
   return run(sys.argv[1:] if argv is None else argv)
 
 
