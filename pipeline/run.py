@@ -11,16 +11,12 @@ import time
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import gcs_emulator
 from pipeline.build import build_pipeline
 from pipeline.options import REQUIRED, LabelImagesOptions
+from pipeline.runner import create_runner
 from transforms.labels import NUM_CLASSES
-
-# DirectRunner first tries the Prism runner, whose binary it downloads from the network;
-# FnApiRunner is the DirectRunner's own engine for batch pipelines and stays local.
-_LOCAL_RUNNER = 'FnApiRunner'
 
 
 def parse_args(argv):
@@ -42,15 +38,6 @@ def parse_args(argv):
     if getattr(args, name) < 1:
       parser.error(f'--{name} must be at least 1')
   return args, PipelineOptions(argv)
-
-
-def configure_runner(pipeline_options):
-  standard = pipeline_options.view_as(StandardOptions)
-  if standard.runner in (None, 'DirectRunner'):
-    standard.runner = _LOCAL_RUNNER
-  if gcs_emulator.use_anonymous_credentials_for_emulator():
-    setup = pipeline_options.view_as(SetupOptions)
-    setup.beam_plugins = (setup.beam_plugins or []) + [gcs_emulator.__name__]
 
 
 def counters(result):
@@ -77,9 +64,8 @@ def summary(totals, output, seconds):
 
 def run(argv):
   args, pipeline_options = parse_args(argv)
-  configure_runner(pipeline_options)
   started = time.monotonic()
-  pipeline = beam.Pipeline(options=pipeline_options)
+  pipeline = beam.Pipeline(runner=create_runner(pipeline_options), options=pipeline_options)
   build_pipeline(pipeline, args)
   result = pipeline.run()
   result.wait_until_finish()
@@ -92,7 +78,7 @@ class _DropBeamResourceWarning(logging.Filter):
   `resource` together with a module that needs PyTorch, so without PyTorch it gives up."""
 
   def filter(self, record):
-    return not record.getMessage().startswith('Resource module is not available')
+    return 'Resource module is not available' not in record.getMessage()
 
 
 def main(argv=None):

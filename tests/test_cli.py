@@ -121,6 +121,18 @@ def test_gcs_input_and_output(model_dir, gcs_bucket, tmp_path):
   assert all(row['uri'].startswith(f'{bucket_uri}/photos/') for row in rows)
 
 
+def test_gcs_from_worker_processes_without_credential_lookups(model_dir, gcs_bucket):
+  bucket, bucket_uri = gcs_bucket
+  bucket.blob('photos/parrot.jpg').upload_from_filename(os.path.join(PHOTOS_DIR, 'parrot.jpg'))
+  result = label_images('--input', f'{bucket_uri}/photos/*', '--output', f'{bucket_uri}/out',
+                        '--direct_running_mode', 'multi_processing', '--direct_num_workers', 2,
+                        *model_args(model_dir))
+  assert result.returncode == 0, result.stderr
+  assert '1 images labelled, 0 errors' in result.stdout
+  # Each worker process would otherwise retry Google's credential lookup for ~30 s.
+  assert '_get_credentials_with_retrys' not in result.stderr
+
+
 def test_help_lists_the_options():
   result = label_images('--help')
   assert result.returncode == 0

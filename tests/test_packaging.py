@@ -4,10 +4,11 @@ import subprocess
 import sys
 import tarfile
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
 from conftest import ROOT
-from pipeline.run import configure_runner
+from pipeline.runner import create_runner
 
 
 def test_setup_file_builds_an_sdist_with_both_packages(tmp_path):
@@ -23,9 +24,15 @@ def test_setup_file_builds_an_sdist_with_both_packages(tmp_path):
 
 def test_direct_runner_runs_locally_without_prism():
   for argv in ([], ['--runner', 'DirectRunner']):
-    options = PipelineOptions(argv)
-    configure_runner(options)
-    assert options.view_as(StandardOptions).runner == 'FnApiRunner'
-  options = PipelineOptions(['--runner', 'DataflowRunner'])
-  configure_runner(options)
-  assert options.view_as(StandardOptions).runner == 'DataflowRunner'
+    assert isinstance(create_runner(PipelineOptions(argv)), FnApiRunner)
+  assert create_runner(PipelineOptions(['--runner', 'DataflowRunner'])) is None
+
+
+def test_workers_import_the_emulator_plugin_only_with_an_emulator(monkeypatch):
+  monkeypatch.delenv('STORAGE_EMULATOR_HOST', raising=False)
+  options = PipelineOptions([])
+  create_runner(options)
+  assert not options.view_as(SetupOptions).beam_plugins
+  monkeypatch.setenv('STORAGE_EMULATOR_HOST', 'http://127.0.0.1:1')
+  create_runner(options)
+  assert options.view_as(SetupOptions).beam_plugins == ['pipeline.gcs_emulator']
