@@ -143,8 +143,18 @@ def test_help_lists_the_options():
 @pytest.mark.parametrize('args, message', [
     (['--output', 'out'], 'required: --input'),
     (['--input', 'x/*', '--output', 'out', '--top_k', '0'], '--top_k must be between'),
+    (['--input', '/no/such/list.txt', '--output', 'out'], 'no such file: /no/such/list.txt'),
+    (['--input', '/no/such/*.jpg', '--output', 'out'], 'no files match /no/such/*.jpg'),
+    (['--input', 'a.jpg', 'b.jpg', 'c.jpg', '--output', 'out'], 'unexpected arguments: b.jpg c.jpg'),
 ])
 def test_bad_arguments_are_refused_clearly(args, message):
   result = label_images(*args)
   assert result.returncode == 2
   assert message in result.stderr
+
+
+def test_a_model_handle_without_a_saved_model_is_refused(tmp_path):
+  result = label_images('--input', os.path.join(PHOTOS_DIR, '*'), '--output', tmp_path,
+                        '--model_handle', tmp_path, '--feature_handle', tmp_path)
+  assert result.returncode == 2
+  assert f'--model_handle: {tmp_path} is not a SavedModel directory' in result.stderr

@@ -46,8 +46,23 @@ def test_parquet_uri_column(tmp_path):
   assert_lists(str(listing), ['a.jpg', 'b.jpg'])
 
 
-def test_csv_without_uri_column_fails_clearly(tmp_path):
-  listing = tmp_path / 'list.csv'
-  listing.write_text('path\na.jpg\n')
-  with pytest.raises(Exception, match="no 'uri' column"):
-    assert_lists(str(listing), [])
+@pytest.mark.parametrize('name, write', [
+    ('list.csv', lambda path: path.write_text('path\na.jpg\n')),
+    ('list.parquet', lambda path: pq.write_table(pa.table({'path': ['a.jpg']}), path)),
+])
+def test_a_list_without_uri_column_fails_clearly(tmp_path, name, write):
+  write(tmp_path / name)
+  with pytest.raises(Exception, match="has no 'uri' column"):
+    assert_lists(str(tmp_path / name), [])
+
+
+@pytest.mark.parametrize('spec', ['missing.txt', 'missing/*.jpg'])
+def test_a_missing_list_or_empty_glob_fails_the_pipeline(tmp_path, spec):
+  with pytest.raises(Exception, match='missing'):
+    assert_lists(str(tmp_path / spec), [])
+
+
+def test_a_list_on_gcs(gcs_bucket):
+  bucket, bucket_uri = gcs_bucket
+  bucket.blob('lists/photos.txt').upload_from_string('gs://x/a.jpg\ngs://x/b.jpg\n')
+  assert_lists(f'{bucket_uri}/lists/photos.txt', ['gs://x/a.jpg', 'gs://x/b.jpg'])

@@ -4,17 +4,18 @@ INPUT is one of:
   - a glob of image files, local or on any Beam filesystem (gs://bucket/photos/**.jpg);
   - a .txt file with one URI per line (blank lines ignored);
   - a .csv file with a header row that has a `uri` column;
-  - a .parquet file (or glob of them) with a `uri` column.
+  - a .parquet file with a `uri` column.
 """
 
 import csv
 import io
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import ReadFromParquet
+from apache_beam.io.fileio import EmptyMatchTreatment
 
 URI_COLUMN = 'uri'
 
@@ -27,14 +28,29 @@ def input_format(input_spec):
   return 'glob'
 
 
-def read_csv_uris(path):
-  """Yields the `uri` column of a CSV file with a header row."""
-  with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as raw:
-    reader = csv.DictReader(io.TextIOWrapper(raw, encoding='utf-8-sig', newline=''))
-    if URI_COLUMN not in (reader.fieldnames or []):
-      raise ValueError(f'{path} has no {URI_COLUMN!r} column in its header: {reader.fieldnames}')
+def read_listed_uris(path):
+  """Yields the URIs listed in a .txt, .csv or .parquet file; a missing file raises."""
+  kind = input_format(path)
+  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+    if kind == 'parquet':
+      listing = pq.ParquetFile(raw)
+      _check_uri_column(path, listing.schema_arrow.names)
+      for batch in listing.iter_batches(columns=[URI_COLUMN]):
+        yield from batch.column(0).to_pylist()
+      return
+    text = io.TextIOWrapper(raw, encoding='utf-8-sig', newline='')
+    if kind == 'text':
+      yield from text
+      return
+    reader = csv.DictReader(text)
+    _check_uri_column(path, reader.fieldnames or [])
     for record in reader:
       yield record[URI_COLUMN]
+
+
+def _check_uri_column(path, names):
+  if URI_COLUMN not in names:
+    raise ValueError(f'{path} has no {URI_COLUMN!r} column; its columns are {list(names)}')
 
 
 class ListImageUris(beam.PTransform):
@@ -45,22 +61,15 @@ class ListImageUris(beam.PTransform):
     self._input_spec = input_spec
 
   def expand(self, pbegin):
-    kind = input_format(self._input_spec)
-    if kind == 'glob':
+    if input_format(self._input_spec) == 'glob':
       uris = (pbegin
-              | 'Match' >> fileio.MatchFiles(self._input_spec)
+              | 'Match' >> fileio.MatchFiles(
+                  self._input_spec, empty_match_treatment=EmptyMatchTreatment.DISALLOW)
               | 'Path' >> beam.Map(lambda metadata: metadata.path))
-    elif kind == 'text':
-      uris = pbegin | 'ReadLines' >> beam.io.ReadFromText(self._input_spec, validate=False)
-    elif kind == 'csv':
-      uris = (pbegin
-              | 'CsvPath' >> beam.Create([self._input_spec])
-              | 'ReadCsv' >> beam.FlatMap(read_csv_uris))
     else:
       uris = (pbegin
-              | 'ReadParquet' >> ReadFromParquet(
-                  self._input_spec, columns=[URI_COLUMN], validate=False)
-              | 'Column' >> beam.Map(lambda record: record[URI_COLUMN]))
+              | 'ListFile' >> beam.Create([self._input_spec])
+              | 'ReadList' >> beam.FlatMap(read_listed_uris))
     return (uris
             | 'Strip' >> beam.Map(lambda uri: (uri or '').strip())
             | 'SkipBlank' >> beam.Filter(bool)
