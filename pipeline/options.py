@@ -1,9 +1,17 @@
-"""The pipeline's own options, parsed the Beam way beside every standard Beam option."""
+"""The pipeline's own options, parsed the Beam way beside every standard Beam option,
+and checked before a pipeline is built."""
 
+import argparse
+import os
+
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.decode import DEFAULT_MAX_PIXELS
 from transforms.inference import DEFAULT_BATCH_SIZE
+from transforms.inputs import input_format
+from transforms.labels import NUM_CLASSES
 from transforms.read import DEFAULT_MAX_IMAGE_BYTES
 from transforms.write import DEFAULT_ROWS_PER_FILE
 
@@ -47,3 +55,64 @@ class LabelImagesOptions(PipelineOptions):
         '--max_image_pixels', type=int, default=DEFAULT_MAX_PIXELS,
         help='Images declaring more pixels are refused before decoding, as too_many_pixels. '
         'Default: %(default)s')
+
+
+def parse_args(argv):
+  """Returns (our options as a namespace, PipelineOptions of the whole command line)."""
+  parser = argparse.ArgumentParser(
+      prog='label-images',
+      description='Label images with the TF Hub MobileNet V2 ImageNet classifier on Apache '
+      'Beam; writes labels, scores and embeddings to Parquet.',
+      epilog='Every standard Beam option (--runner, --direct_num_workers, --project, '
+      '--region, --temp_location, ...) is passed through to the pipeline.')
+  LabelImagesOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  args, others = parser.parse_known_args(argv)
+  stray = stray_values(others)
+  if stray:
+    parser.error(f'unexpected arguments: {" ".join(stray[:3])}{" ..." if len(stray) > 3 else ""} '
+                 "(quote a glob so that the shell does not expand it: --input 'photos/*.jpg')")
+  missing = [f'--{name}' for name in REQUIRED if not getattr(args, name)]
+  if missing:
+    parser.error(f'the following arguments are required: {", ".join(missing)}')
+  if not 1 <= args.top_k <= NUM_CLASSES:
+    parser.error(f'--top_k must be between 1 and {NUM_CLASSES}')
+  for name in ('batch_size', 'rows_per_file', 'max_image_bytes', 'max_image_pixels'):
+    if getattr(args, name) < 1:
+      parser.error(f'--{name} must be at least 1')
+  for problem in local_path_problems(args):
+    parser.error(problem)
+  return args, PipelineOptions(argv)
+
+
+def stray_values(others):
+  """Values that follow no --flag: most often a glob the shell expanded into many paths."""
+  stray, previous = [], ''
+  for token in others:
+    if not token.startswith('-') and (not previous.startswith('--') or '=' in previous):
+      stray.append(token)
+    previous = token
+  return stray
+
+
+def local_path_problems(args):
+  """Mistakes in local paths, caught before the pipeline starts. Remote paths are left to
+  the workers: the driver may have no access to them (e.g. building a Dataflow job)."""
+  problems = []
+  if '://' not in args.input:
+    if input_format(args.input) != 'glob':
+      if not os.path.isfile(args.input):
+        problems.append(f'--input: no such file: {args.input}')
+    elif not _matches_any(args.input):
+      problems.append(f'--input: no files match {args.input}')
+  for flag in ('model_handle', 'feature_handle'):
+    handle = getattr(args, flag)
+    if '://' not in handle and not os.path.isfile(os.path.join(handle, 'saved_model.pb')):
+      problems.append(f'--{flag}: {handle} is not a SavedModel directory (no saved_model.pb)')
+  return problems
+
+
+def _matches_any(pattern):
+  try:
+    return bool(FileSystems.match([pattern])[0].metadata_list)
+  except BeamIOError:
+    return False
