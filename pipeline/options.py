@@ -12,7 +12,7 @@ from transforms.decode import DEFAULT_MAX_PIXELS
 from transforms.inference import DEFAULT_BATCH_SIZE
 from transforms.inputs import input_format
 from transforms.labels import NUM_CLASSES
-from transforms.read import DEFAULT_MAX_IMAGE_BYTES
+from transforms.read import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_READ_ATTEMPTS
 from transforms.write import DEFAULT_ROWS_PER_FILE
 
 TFHUB_MOBILENET_V2 = 'https://tfhub.dev/google/tf2-preview/mobilenet_v2'
@@ -55,6 +55,20 @@ class LabelImagesOptions(PipelineOptions):
         '--max_image_pixels', type=int, default=DEFAULT_MAX_PIXELS,
         help='Images declaring more pixels are refused before decoding, as too_many_pixels. '
         'Default: %(default)s')
+    parser.add_argument(
+        '--max_read_attempts', type=int, default=DEFAULT_MAX_READ_ATTEMPTS,
+        help='Attempts to read a file through transient failures (HTTP 429/5xx, timeouts, '
+        'dropped connections), with exponential backoff. Default: %(default)s')
+    parser.add_argument(
+        '--resume', action='store_true',
+        help='Label only the URIs that have no row in OUTPUT_DIR yet, adding new files.')
+    parser.add_argument(
+        '--overwrite', action='store_true',
+        help='Delete the results already in OUTPUT_DIR first.')
+    parser.add_argument(
+        '--max_error_fraction', type=float, default=None,
+        help='Exit with status 3 when more than this fraction of the images labelled in this '
+        'run failed (e.g. 0.01). By default per-image errors never fail the run.')
 
 
 def parse_args(argv):
@@ -76,9 +90,14 @@ def parse_args(argv):
     parser.error(f'the following arguments are required: {", ".join(missing)}')
   if not 1 <= args.top_k <= NUM_CLASSES:
     parser.error(f'--top_k must be between 1 and {NUM_CLASSES}')
-  for name in ('batch_size', 'rows_per_file', 'max_image_bytes', 'max_image_pixels'):
+  for name in ('batch_size', 'rows_per_file', 'max_image_bytes', 'max_image_pixels',
+               'max_read_attempts'):
     if getattr(args, name) < 1:
       parser.error(f'--{name} must be at least 1')
+  if args.resume and args.overwrite:
+    parser.error('--resume and --overwrite exclude each other')
+  if args.max_error_fraction is not None and not 0 <= args.max_error_fraction <= 1:
+    parser.error('--max_error_fraction must be between 0 and 1')
   for problem in local_path_problems(args):
     parser.error(problem)
   return args, PipelineOptions(argv)

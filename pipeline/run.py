@@ -6,24 +6,42 @@
 
 import logging
 import sys
-import time
 
 import apache_beam as beam
 
+from pipeline import report
 from pipeline.build import build_pipeline
 from pipeline.options import parse_args
+from pipeline.output_dir import OutputExistsError, prepare_output_dir
 from pipeline.runner import create_runner
-from pipeline.summary import counters, summary
+
+EXIT_USAGE = 2
+EXIT_TOO_MANY_ERRORS = 3
 
 
 def run(argv):
   args, pipeline_options = parse_args(argv)
-  started = time.monotonic()
+  try:
+    prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
+  except OutputExistsError as e:
+    print(f'label-images: {e}', file=sys.stderr)
+    return EXIT_USAGE
+  started_at = report.now()
   pipeline = beam.Pipeline(runner=create_runner(pipeline_options), options=pipeline_options)
   build_pipeline(pipeline, args)
   result = pipeline.run()
   result.wait_until_finish()
-  print(summary(counters(result), args.output, time.monotonic() - started))
+  manifest = report.build_manifest(
+      args, pipeline_options, report.counters(result), started_at, report.now())
+  report.write_manifest(args.output, manifest)
+  print(report.summary(manifest))
+  fraction = report.error_fraction(manifest)
+  if args.max_error_fraction is not None and fraction > args.max_error_fraction:
+    counts = manifest['counts']
+    print(f"label-images: {counts['errors']} of {counts['labelled'] + counts['errors']} images "
+          f'failed ({fraction:.2%}), above --max_error_fraction {args.max_error_fraction:g}',
+          file=sys.stderr)
+    return EXIT_TOO_MANY_ERRORS
   return 0
 
 

@@ -21,6 +21,9 @@ IMAGE_SIZE = 224
 CENTRAL_FRACTION = 0.875
 # Pillow's own decompression-bomb threshold.
 DEFAULT_MAX_PIXELS = 89_478_485
+# decode_image checks the pixel count itself, against a limit the user sets; Pillow's global
+# check (which refuses at twice its threshold) would otherwise cap that limit.
+Image.MAX_IMAGE_PIXELS = None
 _SIXTEEN_BIT_GRAY_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I')
 
 
@@ -34,13 +37,25 @@ class DecodedImage(NamedTuple):
 def _to_rgb(image):
   if image.mode in _SIXTEEN_BIT_GRAY_MODES:
     # convert('RGB') would clip 16-bit values at 255 instead of scaling them.
-    gray = np.asarray(image, dtype=np.uint32) >> 8
+    gray = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8
     return Image.fromarray(gray.astype(np.uint8), 'L').convert('RGB')
   if image.mode == 'RGB':
     return image
   # Covers L, LA, P (palette, with or without transparency), RGBA, CMYK, YCbCr, 1:
   # alpha is dropped, as TensorFlow's decoders do with channels=3.
   return image.convert('RGB')
+
+
+def _upright(image):
+  """Applies the EXIF orientation; loads the first frame of an animation."""
+  try:
+    return ImageOps.exif_transpose(image)
+  except OSError:
+    raise  # the pixels themselves are broken (truncated, corrupt)
+  except Exception:  # pylint: disable=broad-except
+    # A malformed EXIF block does not make the pixels unusable.
+    image.load()
+    return image
 
 
 def central_crop_box(width, height, fraction=CENTRAL_FRACTION):
@@ -57,8 +72,6 @@ def decode_image(image_bytes, max_pixels=DEFAULT_MAX_PIXELS):
     raise
   except Image.UnidentifiedImageError as e:
     raise ImageError('not_an_image', 'the bytes are not an image format Pillow can read') from e
-  except Image.DecompressionBombError as e:
-    raise ImageError('too_many_pixels', str(e)) from e
   except Exception as e:  # pylint: disable=broad-except
     kind = 'truncated' if 'truncated' in str(e).lower() else 'decode_failed'
     raise ImageError(kind, f'{type(e).__name__}: {e}') from e
@@ -73,7 +86,7 @@ def _decode(image_bytes, max_pixels):
     raise ImageError(
         'too_many_pixels',
         f'{image.width}x{image.height} is above the limit of {max_pixels} pixels')
-  image = ImageOps.exif_transpose(image)  # also loads the first frame of an animation
+  image = _upright(image)
   width, height = image.size
   resized = _to_rgb(image).resize(
       (IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR, box=central_crop_box(width, height))

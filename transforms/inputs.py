@@ -16,6 +16,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.fileio import EmptyMatchTreatment
+from apache_beam.metrics import Metrics
 
 URI_COLUMN = 'uri'
 
@@ -54,7 +55,10 @@ def _check_uri_column(path, names):
 
 
 class ListImageUris(beam.PTransform):
-  """PBegin -> the distinct, non-blank image URIs named by INPUT."""
+  """PBegin -> the non-blank image URIs named by INPUT, duplicates included.
+
+  Counters: uris_listed (non-blank entries), blank_entries.
+  """
 
   def __init__(self, input_spec):
     super().__init__()
@@ -70,7 +74,19 @@ class ListImageUris(beam.PTransform):
       uris = (pbegin
               | 'ListFile' >> beam.Create([self._input_spec])
               | 'ReadList' >> beam.FlatMap(read_listed_uris))
-    return (uris
-            | 'Strip' >> beam.Map(lambda uri: (uri or '').strip())
-            | 'SkipBlank' >> beam.Filter(bool)
-            | 'Distinct' >> beam.Distinct())
+    return uris | 'SkipBlank' >> beam.ParDo(_StripAndCount())
+
+
+class _StripAndCount(beam.DoFn):
+
+  def __init__(self):
+    self._listed = Metrics.counter('label_images', 'uris_listed')
+    self._blank = Metrics.counter('label_images', 'blank_entries')
+
+  def process(self, uri):
+    uri = (uri or '').strip()
+    if uri:
+      self._listed.inc()
+      yield uri
+    else:
+      self._blank.inc()

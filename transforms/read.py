@@ -1,4 +1,13 @@
-"""Reading an image's bytes from any Beam filesystem (local paths, gs://, ...)."""
+"""Reading an image's bytes from any Beam filesystem (local paths, gs://, ...).
+
+Transient failures (HTTP 408, 429 and 5xx, timeouts, dropped connections) are retried
+with exponential backoff and full jitter; permanent ones (not found, forbidden, an
+unsupported URI) fail at once.
+"""
+
+import random
+import time
+from typing import Callable, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -8,29 +17,86 @@ from apache_beam.metrics import Metrics
 from transforms.failures import FAILURES, Failure, ImageError
 
 DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
-_NOT_FOUND_TYPES = ('NotFound', 'FileNotFoundError')
-_PERMISSION_TYPES = ('Forbidden', 'PermissionError', 'Unauthorized')
+DEFAULT_MAX_READ_ATTEMPTS = 6
+
+_PERMANENT_KINDS = {
+    'NotFound': 'not_found',
+    'FileNotFoundError': 'not_found',
+    'Forbidden': 'permission_denied',
+    'Unauthorized': 'permission_denied',
+    'PermissionError': 'permission_denied',
+    'IsADirectoryError': 'is_a_directory',
+    'NotADirectoryError': 'not_found',
+}
+# Transport errors of requests / urllib3 / http.client, matched by name: they share no base.
+_TRANSIENT_NAMES = {'Timeout', 'ReadTimeout', 'ConnectTimeout', 'ConnectionError',
+                    'ChunkedEncodingError', 'ProtocolError', 'IncompleteRead',
+                    'RemoteDisconnected', 'TransportError'}
 
 
-def _error_kind(exc):
-  names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
-  if names & set(_NOT_FOUND_TYPES):
-    return 'not_found'
-  if names & set(_PERMISSION_TYPES):
-    return 'permission_denied'
-  if 'IsADirectoryError' in names:
-    return 'is_a_directory'
+class RetryPolicy(NamedTuple):
+  max_attempts: int = DEFAULT_MAX_READ_ATTEMPTS
+  base_delay_s: float = 1.0
+  max_delay_s: float = 30.0
+  sleep: Callable[[float], None] = time.sleep
+
+  def delay(self, attempt):
+    """Full jitter: uniform in [0, min(max, base * 2^attempt))."""
+    return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** attempt))
+
+
+def _causes(exc):
+  seen = []
+  while exc is not None and exc not in seen:
+    seen.append(exc)
+    exc = exc.__cause__ or exc.__context__
+  return seen
+
+
+def is_transient(exc):
+  for cause in _causes(exc):
+    status = getattr(cause, 'code', None)  # google.api_core errors carry the HTTP status
+    if isinstance(status, int) and (status in (408, 429) or 500 <= status < 600):
+      return True
+    if isinstance(cause, (ConnectionError, TimeoutError)):
+      return True
+    if type(cause).__name__ in _TRANSIENT_NAMES:
+      return True
+  return False
+
+
+def permanent_kind(exc):
+  for cause in _causes(exc):
+    kind = _PERMANENT_KINDS.get(type(cause).__name__)
+    if kind:
+      return kind
+    if isinstance(cause, ValueError) and 'Unable to get filesystem' in str(cause):
+      return 'invalid_uri'
   return 'read_failed'
 
 
-def read_image_bytes(uri, max_bytes=DEFAULT_MAX_IMAGE_BYTES):
+def _read_once(uri, max_bytes):
+  # UNCOMPRESSED: a name ending in .gz or .bz2 must not be inflated behind our back.
+  with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    return f.read(max_bytes + 1)
+
+
+def read_image_bytes(uri, max_bytes=DEFAULT_MAX_IMAGE_BYTES, retry=RetryPolicy(),
+                     on_retry=lambda: None):
   """Returns the file's bytes, reading at most max_bytes + 1 of them; raises ImageError."""
-  try:
-    # UNCOMPRESSED: a name ending in .gz or .bz2 must not be inflated behind our back.
-    with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-      image_bytes = f.read(max_bytes + 1)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ImageError(_error_kind(e), f'{type(e).__name__}: {e}') from e
+  for attempt in range(retry.max_attempts):
+    try:
+      image_bytes = _read_once(uri, max_bytes)
+      break
+    except Exception as e:  # pylint: disable=broad-except
+      message = f'{type(e).__name__}: {e}'
+      if not is_transient(e):
+        raise ImageError(permanent_kind(e), message) from e
+      if attempt + 1 == retry.max_attempts:
+        raise ImageError('unavailable',
+                         f'still failing after {retry.max_attempts} attempts: {message}') from e
+      on_retry()
+      retry.sleep(retry.delay(attempt))
   if not image_bytes:
     raise ImageError('empty', 'the file has zero bytes')
   if len(image_bytes) > max_bytes:
@@ -41,13 +107,15 @@ def read_image_bytes(uri, max_bytes=DEFAULT_MAX_IMAGE_BYTES):
 class ReadImageBytes(beam.DoFn):
   """uri -> (uri, image_bytes); unreadable files go to the FAILURES output."""
 
-  def __init__(self, max_bytes=DEFAULT_MAX_IMAGE_BYTES):
+  def __init__(self, max_bytes=DEFAULT_MAX_IMAGE_BYTES, max_attempts=DEFAULT_MAX_READ_ATTEMPTS):
     self._max_bytes = max_bytes
+    self._retry = RetryPolicy(max_attempts=max_attempts)
     self._bytes_read = Metrics.distribution('label_images', 'image_bytes')
+    self._retries = Metrics.counter('label_images', 'read_retries')
 
   def process(self, uri):
     try:
-      image_bytes = read_image_bytes(uri, self._max_bytes)
+      image_bytes = read_image_bytes(uri, self._max_bytes, self._retry, self._retries.inc)
     except ImageError as e:
       yield beam.pvalue.TaggedOutput(FAILURES, Failure(uri, 'read', e.error, e.message))
       return

@@ -1,13 +1,16 @@
 """Writing rows as independently committed Parquet parts.
 
-Rows are gathered into batches of `rows_per_file` (per shard of a sharded key, so
-writers work in parallel), and each batch becomes one zstd-compressed Parquet file
-with a single row group. A part is written under a temporary name and renamed into
-place, so a file named `PREFIX-*.parquet` is always complete, and what a crashed run
-had committed stays. The part's name is a hash of its URIs: a bundle retried by the
-runner rewrites the same file instead of adding a duplicate.
+Each writer gathers the rows of its bundle and writes a part every `rows_per_file`
+rows and at the end of the bundle: one zstd-compressed Parquet file with a single row
+group. The writer sits in the same fused stage as inference, behind no shuffle, so
+parts are committed while the run goes on and a crash loses at most the rows each
+writer had not yet written. A part is written under a temporary name and renamed into
+place, so a file named `PREFIX-*.parquet` is always complete. The part's name is a hash
+of its URIs: a bundle retried by the runner rewrites the same file instead of adding a
+duplicate.
 """
 
+import collections
 import hashlib
 import uuid
 
@@ -18,7 +21,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-DEFAULT_ROWS_PER_FILE = 5000
+DEFAULT_ROWS_PER_FILE = 2000
 
 
 def rows_to_table(rows, schema):
@@ -50,28 +53,8 @@ def write_part(output_dir, prefix, rows, schema):
   return final_path
 
 
-class _WriteBatch(beam.DoFn):
-
-  def __init__(self, output_dir, prefix, schema, count_column):
-    self._output_dir = output_dir
-    self._prefix = prefix
-    self._schema = schema
-    self._count_column = count_column
-    self._rows_written = Metrics.counter('label_images', prefix)
-
-  def process(self, keyed_rows):
-    _, rows = keyed_rows
-    rows = list(rows)
-    yield write_part(self._output_dir, self._prefix, rows, self._schema)
-    self._rows_written.inc(len(rows))
-    if self._count_column:
-      for value in {row[self._count_column] for row in rows}:
-        count = sum(row[self._count_column] == value for row in rows)
-        Metrics.counter('label_images', f'{self._prefix}.{value}').inc(count)
-
-
-class WriteParquetParts(beam.PTransform):
-  """rows (dicts of `schema`) -> paths of the Parquet parts written.
+class WriteParquetParts(beam.DoFn):
+  """rows (dicts of `schema`) -> Parquet parts in OUTPUT_DIR named PREFIX-<hash>.parquet.
 
   Counters in the 'label_images' namespace: PREFIX (rows committed) and, with
   count_column, PREFIX.VALUE for each value of that column.
@@ -79,17 +62,30 @@ class WriteParquetParts(beam.PTransform):
 
   def __init__(self, output_dir, prefix, schema, rows_per_file=DEFAULT_ROWS_PER_FILE,
                count_column=None):
-    super().__init__()
     self._output_dir = output_dir
     self._prefix = prefix
     self._schema = schema
     self._rows_per_file = rows_per_file
     self._count_column = count_column
+    self._rows_written = Metrics.counter('label_images', prefix)
+    self._rows = []
 
-  def expand(self, rows):
-    return (
-        rows
-        | 'Key' >> beam.WithKeys(self._prefix)
-        | 'Batch' >> beam.GroupIntoBatches.WithShardedKey(self._rows_per_file)
-        | 'Write' >> beam.ParDo(
-            _WriteBatch(self._output_dir, self._prefix, self._schema, self._count_column)))
+  def start_bundle(self):
+    self._rows = []
+
+  def process(self, row):
+    self._rows.append(row)
+    if len(self._rows) >= self._rows_per_file:
+      self._write()
+
+  def finish_bundle(self):
+    if self._rows:
+      self._write()
+
+  def _write(self):
+    rows, self._rows = self._rows, []
+    write_part(self._output_dir, self._prefix, rows, self._schema)
+    self._rows_written.inc(len(rows))
+    if self._count_column:
+      for value, count in collections.Counter(row[self._count_column] for row in rows).items():
+        Metrics.counter('label_images', f'{self._prefix}.{value}').inc(count)

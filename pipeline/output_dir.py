@@ -1,0 +1,41 @@
+"""What to do with an output directory that already holds results.
+
+A run never mixes its rows with an earlier run's by accident: it refuses a directory
+with results unless told to --resume (label only the URIs that have no row yet) or to
+--overwrite (delete the earlier results first). Temporary files a killed run left are
+removed either way.
+"""
+
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.select import output_part_patterns
+
+MANIFEST = 'manifest.json'
+
+
+class OutputExistsError(Exception):
+  pass
+
+
+def _matching(pattern):
+  try:
+    return [metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list]
+  except BeamIOError:
+    return []
+
+
+def prepare_output_dir(output_dir, resume=False, overwrite=False):
+  """Returns the number of result parts already there; raises OutputExistsError."""
+  parts = [path for pattern in output_part_patterns(output_dir) for path in _matching(pattern)]
+  if parts and not (resume or overwrite):
+    raise OutputExistsError(
+        f'{output_dir} already holds {len(parts)} result files from an earlier run. '
+        'Pass --resume to label only the URIs that have no row there yet, or --overwrite to '
+        'replace them.')
+  leftovers = _matching(FileSystems.join(output_dir, '.*.tmp'))
+  doomed = leftovers + (parts + _matching(FileSystems.join(output_dir, MANIFEST))
+                        if overwrite else [])
+  if doomed:
+    FileSystems.delete(doomed)
+  return 0 if overwrite else len(parts)

@@ -1,0 +1,100 @@
+"""The end-of-run report: the summary printed, and OUTPUT_DIR/manifest.json."""
+
+import datetime
+import json
+import platform
+from importlib import metadata
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import StandardOptions
+
+from pipeline.output_dir import MANIFEST
+
+_VERSIONED_PACKAGES = ('label-images', 'apache-beam', 'tensorflow', 'tensorflow-hub', 'pyarrow',
+                       'pillow')
+
+
+def counters(result):
+  """{name: value} of the pipeline's counters in the 'label_images' namespace."""
+  query = result.metrics().query(MetricsFilter().with_namespace('label_images'))
+  totals = {}
+  for counter in query['counters']:
+    value = counter.committed if counter.committed is not None else counter.attempted
+    totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
+  return totals
+
+
+def _version(package):
+  try:
+    return metadata.version(package)
+  except metadata.PackageNotFoundError:
+    return None
+
+
+def build_manifest(args, pipeline_options, totals, started_at, finished_at):
+  labelled, errors = totals.get('labels', 0), totals.get('errors', 0)
+  seconds = (finished_at - started_at).total_seconds()
+  return {
+      'input': args.input,
+      'output': args.output,
+      'model_handle': args.model_handle,
+      'feature_handle': args.feature_handle,
+      'runner': pipeline_options.view_as(StandardOptions).runner or 'DirectRunner',
+      'resumed': bool(args.resume),
+      'started_at': started_at.isoformat(),
+      'finished_at': finished_at.isoformat(),
+      'wall_seconds': round(seconds, 3),
+      'images_per_second': round(labelled / seconds, 2) if seconds > 0 else None,
+      'counts': {
+          'uris_listed': totals.get('uris_listed', 0),
+          'blank_entries': totals.get('blank_entries', 0),
+          'duplicate_uris': totals.get('duplicate_uris', 0),
+          'already_done': totals.get('already_done', 0),
+          'uris_to_label': totals.get('uris_to_label', 0),
+          'labelled': labelled,
+          'errors': errors,
+          'unaccounted': totals.get('uris_to_label', 0) - labelled - errors,
+          'read_retries': totals.get('read_retries', 0),
+      },
+      'errors_by_kind': {name.split('.', 1)[1]: n for name, n in sorted(totals.items())
+                         if name.startswith('errors.')},
+      'versions': {'python': platform.python_version(),
+                   **{package: _version(package) for package in _VERSIONED_PACKAGES}},
+  }
+
+
+def write_manifest(output_dir, manifest):
+  path = FileSystems.join(output_dir, MANIFEST)
+  with FileSystems.create(path) as f:
+    f.write(json.dumps(manifest, indent=2).encode('utf-8'))
+  return path
+
+
+def error_fraction(manifest):
+  counts = manifest['counts']
+  processed = counts['labelled'] + counts['errors']
+  return counts['errors'] / processed if processed else 0.0
+
+
+def summary(manifest):
+  counts = manifest['counts']
+  lines = [f"label-images: {counts['labelled']} images labelled, {counts['errors']} errors "
+           f"(of {counts['uris_to_label']} URIs to label) in {manifest['wall_seconds']:.1f} s "
+           f"({manifest['images_per_second'] or 0:.1f} images/s)"]
+  if manifest['errors_by_kind']:
+    lines.append('  errors by kind: ' + ', '.join(
+        f'{kind} {n}' for kind, n in manifest['errors_by_kind'].items()))
+  lines.append(f"  skipped: {counts['duplicate_uris']} duplicate URIs, "
+               f"{counts['blank_entries']} blank entries, "
+               f"{counts['already_done']} already in the output")
+  if counts['unaccounted']:
+    lines.append(f"  WARNING: {counts['unaccounted']} URIs have neither a label nor an error row")
+  output = manifest['output']
+  lines.append(f'  output: {output}/labels-*.parquet, {output}/errors-*.parquet, '
+               f'{output}/{MANIFEST}')
+  return '\n'.join(lines)
+
+
+def now():
+  return datetime.datetime.now(datetime.timezone.utc)
