@@ -58,8 +58,8 @@ def test_labels_the_shared_photos(model_dir, tmp_path):
   check_labels(rows, lambda uri: uri)
   assert {row['model'] for row in rows} == {str(model_dir / 'classification')}
   assert not glob.glob(str(output / 'errors-*.parquet'))
-  # Nothing left behind but the committed parts.
-  assert all(name.startswith('labels-') for name in os.listdir(output))
+  # Nothing left behind but the committed parts and the manifest.
+  assert all(name.startswith('labels-') for name in os.listdir(output) if name != 'manifest.json')
 
   database = duckdb.connect()
   count, width = database.execute(
@@ -110,8 +110,9 @@ def test_gcs_input_and_output(model_dir, gcs_bucket, tmp_path):
   assert result.returncode == 0, result.stderr
   assert '9 images labelled, 0 errors' in result.stdout
 
-  parts = [blob for blob in bucket.list_blobs(prefix='out/')]
+  parts = [blob for blob in bucket.list_blobs(prefix='out/') if blob.name != 'out/manifest.json']
   assert parts and all(blob.name.startswith('out/labels-') for blob in parts)
+  assert bucket.blob('out/manifest.json').exists()
   local = tmp_path / 'downloaded'
   local.mkdir()
   for blob in parts:

@@ -1,4 +1,4 @@
-"""Expanding --input into distinct URIs, on Beam's DirectRunner."""
+"""Expanding --input into the distinct URIs to label, on Beam's DirectRunner."""
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -7,11 +7,16 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.inputs import ListImageUris, input_format
+from transforms.schema import ERRORS_SCHEMA
+from transforms.select import SelectUrisToLabel
+from transforms.write import write_part
 
 
-def assert_lists(input_spec, expected):
+def assert_lists(input_spec, expected, resume_from=None):
+  """The distinct URIs to label from input_spec are `expected`."""
   with BeamTestPipeline(runner='FnApiRunner') as pipeline:
-    assert_that(pipeline | ListImageUris(input_spec), equal_to(expected))
+    uris = pipeline | ListImageUris(input_spec) | SelectUrisToLabel(resume_from)
+    assert_that(uris, equal_to(expected))
 
 
 @pytest.mark.parametrize('spec, kind', [
@@ -66,3 +71,21 @@ def test_a_list_on_gcs(gcs_bucket):
   bucket, bucket_uri = gcs_bucket
   bucket.blob('lists/photos.txt').upload_from_string('gs://x/a.jpg\ngs://x/b.jpg\n')
   assert_lists(f'{bucket_uri}/lists/photos.txt', ['gs://x/a.jpg', 'gs://x/b.jpg'])
+
+
+def test_resume_leaves_out_uris_the_output_holds(tmp_path):
+  listing = tmp_path / 'list.txt'
+  listing.write_text('a.jpg\nb.jpg\nc.jpg\nd.jpg\nb.jpg\n')
+  output = tmp_path / 'out'
+  write_part(str(output), 'errors', [
+      {'uri': 'b.jpg', 'stage': 'read', 'error': 'not_found', 'message': 'gone'}], ERRORS_SCHEMA)
+  write_part(str(output), 'errors', [
+      {'uri': 'x.jpg', 'stage': 'read', 'error': 'not_found', 'message': 'gone'},
+      {'uri': 'd.jpg', 'stage': 'read', 'error': 'empty', 'message': 'empty'}], ERRORS_SCHEMA)
+  assert_lists(str(listing), ['a.jpg', 'c.jpg'], resume_from=str(output))
+
+
+def test_resume_into_an_empty_directory_lists_everything(tmp_path):
+  listing = tmp_path / 'list.txt'
+  listing.write_text('a.jpg\nb.jpg\n')
+  assert_lists(str(listing), ['a.jpg', 'b.jpg'], resume_from=str(tmp_path / 'nothing'))

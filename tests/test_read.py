@@ -1,9 +1,12 @@
 """Reading bytes from local files and gs://."""
 
 import pytest
+import requests
+from google.api_core import exceptions
 
+from transforms import read
 from transforms.failures import ImageError
-from transforms.read import read_image_bytes
+from transforms.read import RetryPolicy, read_image_bytes
 
 
 def test_reads_a_local_file(tmp_path):
@@ -37,3 +40,65 @@ def test_reads_from_gcs_and_reports_a_missing_object(gcs_bucket):
   with pytest.raises(ImageError) as raised:
     read_image_bytes(f'{bucket_uri}/photos/missing.jpg')
   assert raised.value.error == 'not_found'
+
+
+class FlakyReads:
+  """Stands in for one file read: fails with each of `errors` in turn, then returns data."""
+
+  def __init__(self, errors, data=b'image bytes'):
+    self.errors = list(errors)
+    self.data = data
+    self.calls = 0
+
+  def __call__(self, uri, max_bytes):
+    self.calls += 1
+    if self.errors:
+      raise self.errors.pop(0)
+    return self.data
+
+
+def no_wait_policy(attempts, waits):
+  return RetryPolicy(max_attempts=attempts, base_delay_s=1.0, max_delay_s=30.0,
+                     sleep=waits.append)
+
+
+@pytest.mark.parametrize('error', [
+    exceptions.ServiceUnavailable('503'), exceptions.TooManyRequests('429'),
+    exceptions.InternalServerError('500'), exceptions.GatewayTimeout('504'),
+    ConnectionResetError('reset by peer'), TimeoutError('timed out'),
+    requests.exceptions.ConnectionError('dropped'), requests.exceptions.ReadTimeout('slow'),
+])
+def test_transient_failures_are_retried_with_jittered_backoff(monkeypatch, error):
+  flaky = FlakyReads([error, error, error])
+  monkeypatch.setattr(read, '_read_once', flaky)
+  waits, retries = [], []
+  assert read.read_image_bytes('gs://b/a.jpg', retry=no_wait_policy(6, waits),
+                               on_retry=lambda: retries.append(1)) == b'image bytes'
+  assert flaky.calls == 4 and len(retries) == 3
+  assert [0 <= wait < 2 ** attempt for attempt, wait in enumerate(waits)] == [True] * 3
+
+
+@pytest.mark.parametrize('error, kind', [
+    (exceptions.NotFound('404'), 'not_found'),
+    (exceptions.Forbidden('403'), 'permission_denied'),
+    (exceptions.Unauthorized('401'), 'permission_denied'),
+    (PermissionError('denied'), 'permission_denied'),
+    (ValueError('Unable to get filesystem from specified path: ftp://x'), 'invalid_uri'),
+])
+def test_permanent_failures_are_not_retried(monkeypatch, error, kind):
+  flaky = FlakyReads([error])
+  monkeypatch.setattr(read, '_read_once', flaky)
+  waits = []
+  with pytest.raises(ImageError) as raised:
+    read.read_image_bytes('gs://b/a.jpg', retry=no_wait_policy(6, waits))
+  assert raised.value.error == kind
+  assert flaky.calls == 1 and waits == []
+
+
+def test_a_failure_that_stays_transient_becomes_unavailable(monkeypatch):
+  flaky = FlakyReads([exceptions.ServiceUnavailable('503')] * 10)
+  monkeypatch.setattr(read, '_read_once', flaky)
+  with pytest.raises(ImageError) as raised:
+    read.read_image_bytes('gs://b/a.jpg', retry=no_wait_policy(4, []))
+  assert raised.value.error == 'unavailable'
+  assert 'after 4 attempts' in raised.value.message and flaky.calls == 4

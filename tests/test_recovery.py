@@ -1,0 +1,90 @@
+"""Reruns and crashes: refusing, overwriting, and resuming after SIGKILL."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from conftest import PHOTOS_DIR, ROOT
+from corpus import CONFIDENT_PHOTOS
+from test_cli import label_images, model_args, read_output
+from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
+
+IMAGES = 300
+
+
+@pytest.fixture(scope='module')
+def many_images(tmp_path_factory, shared_fixtures):
+  """A list of IMAGES small JPEGs cut from the shared photos, plus two broken files."""
+  directory = tmp_path_factory.mktemp('many')
+  rng = random.Random(0)
+  photos = [Image.open(os.path.join(PHOTOS_DIR, name)).convert('RGB')
+            for name in CONFIDENT_PHOTOS]
+  uris = []
+  for i in range(IMAGES):
+    photo = rng.choice(photos)
+    left, top = rng.randint(0, 60), rng.randint(0, 60)
+    path = directory / f'{i:04d}.jpg'
+    photo.crop((left, top, left + 400, top + 300)).save(path, quality=85)
+    uris.append(str(path))
+  (directory / 'broken.jpg').write_bytes(b'not an image')
+  uris += [str(directory / 'broken.jpg'), str(directory / 'missing.jpg')]
+  listing = directory / 'list.txt'
+  listing.write_text('\n'.join(uris))
+  return listing, uris
+
+
+def output_uris(output):
+  rows = read_output(output, 'labels', LABELS_SCHEMA) + read_output(output, 'errors',
+                                                                    ERRORS_SCHEMA)
+  return [row['uri'] for row in rows]
+
+
+def test_killed_then_resumed_holds_each_uri_exactly_once(many_images, model_dir, tmp_path):
+  listing, uris = many_images
+  output = tmp_path / 'out'
+  args = ['--input', listing, '--output', output, '--rows_per_file', 10, *model_args(model_dir)]
+  process = subprocess.Popen([sys.executable, '-m', 'pipeline.run', *map(str, args)], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+  deadline = time.monotonic() + 300
+  while len(list(output.glob('labels-*.parquet'))) < 3 and process.poll() is None:
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+  os.killpg(process.pid, signal.SIGKILL)
+  process.wait()
+  done_before = output_uris(output)
+  assert 0 < len(done_before) < len(uris), 'the run was not killed partway'
+
+  refused = label_images(*args)
+  assert refused.returncode == 2 and '--resume' in refused.stderr
+
+  resumed = label_images(*args, '--resume')
+  assert resumed.returncode == 0, resumed.stderr
+  assert f'{len(done_before)} already in the output' in resumed.stdout
+  assert sorted(output_uris(output)) == sorted(uris)
+  assert not list(output.glob('.*.tmp'))
+
+  again = label_images(*args, '--resume')
+  assert again.returncode == 0, again.stderr
+  assert '0 images labelled, 0 errors (of 0 URIs to label)' in again.stdout
+  assert sorted(output_uris(output)) == sorted(uris)
+
+
+def test_overwrite_replaces_earlier_results(model_dir, tmp_path, shared_fixtures):
+  output = tmp_path / 'out'
+  first = label_images('--input', os.path.join(PHOTOS_DIR, 'parrot.jpg'), '--output', output,
+                       *model_args(model_dir))
+  assert first.returncode == 0, first.stderr
+  (output / '.labels-0123.tmp').write_bytes(b'left by a killed run')
+  second = label_images('--input', os.path.join(PHOTOS_DIR, 'bird.bmp'), '--output', output,
+                        '--overwrite', *model_args(model_dir))
+  assert second.returncode == 0, second.stderr
+  assert output_uris(output) == [os.path.join(PHOTOS_DIR, 'bird.bmp')]
+  assert sorted(os.listdir(output))[-1] == 'manifest.json'
+  assert not list(output.glob('.*.tmp'))
