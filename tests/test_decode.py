@@ -88,3 +88,39 @@ def test_too_many_pixels_is_refused_before_decoding():
     decode_image(data, max_pixels=1_000_000)
   assert raised.value.error == 'too_many_pixels'
   assert '3000x2000' in raised.value.message
+
+
+@pytest.mark.parametrize('fmt, params', [
+    ('JPEG', {}), ('JPEG', {'progressive': True}), ('PNG', {}), ('GIF', {}), ('WEBP', {}),
+    ('BMP', {}), ('TIFF', {}), ('TIFF', {'compression': 'tiff_lzw'}),
+])
+@pytest.mark.parametrize('kept', [0.05, 0.5, 0.9])
+def test_every_format_cut_short_is_truncated(fmt, params, kept):
+  data = encode(gradient_image(256, 192), fmt, **params)
+  with pytest.raises(ImageError) as raised:
+    decode_image(data[:int(len(data) * kept)])
+  assert raised.value.error == 'truncated'
+
+
+@pytest.mark.parametrize('image, fmt, params', [
+    (Image.fromarray(np.linspace(0, 255, 64 * 48, dtype=np.float32).reshape(48, 64)), 'TIFF', {}),
+    (Image.fromarray(np.arange(64 * 48, dtype=np.int32).reshape(48, 64) * 20), 'TIFF', {}),
+    (gradient_image().convert('CMYK'), 'TIFF', {}),
+    (gradient_image().convert('1'), 'PNG', {}),
+    (gradient_image().convert('LA'), 'PNG', {}),
+    (gradient_image(), 'ICO', {'sizes': [(64, 48)]}),
+    (gradient_image(), 'PNG', {'save_all': True, 'append_images': [gradient_image().rotate(90)]}),
+    (gradient_image(), 'WEBP', {'save_all': True, 'append_images': [gradient_image().rotate(90)]}),
+    (gradient_image(), 'TIFF', {'save_all': True, 'append_images': [gradient_image().rotate(90)]}),
+    (gradient_image().convert('RGBA'), 'WEBP', {'lossless': True}),
+])
+def test_less_common_modes_and_containers_decode(image, fmt, params):
+  pixels, width, height = decode_image(encode(image, fmt, **params))
+  assert pixels.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+  assert (width, height) == image.size
+
+
+def test_a_malformed_exif_block_keeps_the_image():
+  data = bytearray(encode(gradient_image(), 'JPEG', exif=b'Exif\x00\x00II*\x00\xff\xff\xff\xff'))
+  pixels, width, height = decode_image(bytes(data))
+  assert (width, height) == (64, 48) and pixels.std() > 10

@@ -70,11 +70,28 @@ def decode_image(image_bytes, max_pixels=DEFAULT_MAX_PIXELS):
     return _decode(image_bytes, max_pixels)
   except ImageError:
     raise
-  except Image.UnidentifiedImageError as e:
-    raise ImageError('not_an_image', 'the bytes are not an image format Pillow can read') from e
   except Exception as e:  # pylint: disable=broad-except
-    kind = 'truncated' if 'truncated' in str(e).lower() else 'decode_failed'
-    raise ImageError(kind, f'{type(e).__name__}: {e}') from e
+    if 'truncated' in str(e).lower() or ends_early(image_bytes):
+      raise ImageError('truncated', f'the image data ends early ({type(e).__name__}: {e})') from e
+    if isinstance(e, Image.UnidentifiedImageError):
+      raise ImageError('not_an_image',
+                       'the bytes are not an image format Pillow can read') from e
+    raise ImageError('decode_failed', f'{type(e).__name__}: {e}') from e
+
+
+def ends_early(data):
+  """Whether a file in a known container format stops before its own structure says it ends."""
+  if data[:4] == b'RIFF' and len(data) >= 8:  # WebP: the header holds the file's length
+    return int.from_bytes(data[4:8], 'little') + 8 > len(data)
+  if data[:4] in (b'II*\0', b'MM\0*') and len(data) >= 8:  # TIFF: where the first directory is
+    return int.from_bytes(data[4:8], 'little' if data[:2] == b'II' else 'big') >= len(data)
+  if data[:8] == b'\x89PNG\r\n\x1a\n':
+    return b'IEND' not in data[-12:]
+  if data[:3] == b'GIF':
+    return not data.endswith(b';')
+  if data[:2] == b'\xff\xd8':  # JPEG
+    return b'\xff\xd9' not in data[-64:]
+  return False
 
 
 def _decode(image_bytes, max_pixels):
