@@ -10,6 +10,8 @@ REQUIRED_PACKAGES = [
     'apache-beam[gcp]==2.77.0',
     'tensorflow==2.21.0',
     'tensorflow-hub==0.16.1',
+    # The fast engine: TFLite on XNNPACK (tf.lite.Interpreter's successor).
+    'ai-edge-litert==2.3.0',
     'pyarrow>=16,<26',
     'google-cloud-storage>=2.14,<4',
     'numpy>=1.26,<3',

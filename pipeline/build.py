@@ -23,7 +23,8 @@ def build_pipeline(pipeline, options):
       options.max_image_bytes, options.max_read_attempts)).with_outputs(FAILURES, main='images')
   decoded = read.images | 'Decode' >> beam.ParDo(
       DecodeImages(options.max_image_pixels)).with_outputs(FAILURES, main='images')
-  handler = MobileNetHandler(options.model_handle, options.feature_handle, options.batch_size)
+  handler = MobileNetHandler(
+      options.model_handle, options.feature_handle, options.batch_size, options.engine)
   predictions = decoded.images | 'Inference' >> RunInference(handler)
   rows = predictions | 'ToRows' >> beam.ParDo(
       ToRows(options.top_k, options.model_handle)).with_outputs(FAILURES, main='labels')

@@ -12,6 +12,7 @@ from transforms.decode import DEFAULT_MAX_PIXELS
 from transforms.inference import DEFAULT_BATCH_SIZE
 from transforms.inputs import input_format
 from transforms.labels import NUM_CLASSES
+from transforms.model import DEFAULT_ENGINE, ENGINES
 from transforms.read import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_READ_ATTEMPTS
 from transforms.write import DEFAULT_ROWS_PER_FILE
 
@@ -42,6 +43,10 @@ class LabelImagesOptions(PipelineOptions):
         help='TF Hub handle of the matching feature-vector module. Default: %(default)s')
     parser.add_argument(
         '--top_k', type=int, default=5, help='How many labels and scores to keep per image.')
+    parser.add_argument(
+        '--engine', choices=ENGINES, default=DEFAULT_ENGINE,
+        help='litert: the model converted to TFLite at worker start-up and run on XNNPACK, '
+        'checked against TensorFlow (falls back to it); tf: TensorFlow. Default: %(default)s')
     parser.add_argument(
         '--batch_size', type=int, default=DEFAULT_BATCH_SIZE,
         help='Largest batch of images per forward pass. Default: %(default)s')

@@ -12,7 +12,9 @@ from conftest import PHOTOS_DIR, REFERENCE_LABELS
 from transforms.decode import DecodedImage, decode_image
 from transforms.failures import Failure
 from transforms.inference import MobileNetHandler, ModelOutput
-from transforms.model import find_head, load_image_model, probe_pixels
+from transforms import litert_engine, model
+from transforms.litert_engine import LiteRtModel
+from transforms.model import ImageModel, find_head, load_engine, load_image_model, probe_pixels
 
 
 class TinyModule(tf.train.Checkpoint):
@@ -68,12 +70,8 @@ def test_one_forward_pass_matches_the_classifier(model_dir, image_model):
 
 
 def test_labels_the_photos_as_the_reference(image_model, shared_fixtures):
-  names = sorted(REFERENCE_LABELS)
-  pixels = []
-  for name in names:
-    with open(os.path.join(PHOTOS_DIR, name), 'rb') as f:
-      pixels.append(decode_image(f.read())[0])
-  logits, _ = image_model.predict(np.stack(pixels))
+  names, pixels = photo_pixels()
+  logits, _ = image_model.predict(pixels)
   assert dict(zip(names, logits.argmax(1).tolist())) == REFERENCE_LABELS
 
 
@@ -128,3 +126,59 @@ def test_a_failing_batch_is_retried_image_by_image(image_model):
   failure = results[1].inference
   assert isinstance(failure, Failure)
   assert (failure.uri, failure.stage, failure.error) == ('bad.jpg', 'inference', 'inference_failed')
+
+
+@pytest.fixture
+def tflite_cache(tmp_path, monkeypatch):
+  monkeypatch.setattr(litert_engine.TfliteCache, 'ROOT', str(tmp_path / 'litert'))
+  return tmp_path / 'litert'
+
+
+def photo_pixels():
+  names = sorted(REFERENCE_LABELS)
+  pixels = []
+  for name in names:
+    with open(os.path.join(PHOTOS_DIR, name), 'rb') as f:
+      pixels.append(decode_image(f.read())[0])
+  return names, np.stack(pixels)
+
+
+def test_the_fast_engine_matches_tensorflow(model_dir, image_model, tflite_cache):
+  fast = load_engine(str(model_dir / 'classification'), str(model_dir / 'feature_vector'))
+  assert isinstance(fast, LiteRtModel)
+  names, pixels = photo_pixels()
+  logits, embeddings = fast.predict(pixels)
+  tf_logits, tf_embeddings = image_model.predict(pixels)
+  assert dict(zip(names, logits.argmax(1).tolist())) == REFERENCE_LABELS
+  cosine = np.sum(embeddings * tf_embeddings, 1) / (
+      np.linalg.norm(embeddings, axis=1) * np.linalg.norm(tf_embeddings, axis=1))
+  assert cosine.min() > 0.9999
+  assert np.max(np.abs(logits - tf_logits)) < 1e-2
+
+
+def test_a_checked_conversion_is_reused_without_tensorflow(model_dir, tflite_cache, monkeypatch):
+  handles = str(model_dir / 'classification'), str(model_dir / 'feature_vector')
+  load_engine(*handles)
+  assert len(list(tflite_cache.glob('*.tflite'))) == 1
+
+  def no_tensorflow(*args):
+    raise AssertionError('TensorFlow was used')
+  monkeypatch.setattr(model, 'load_image_model', no_tensorflow)
+  assert isinstance(load_engine(*handles), LiteRtModel)
+
+
+def test_falls_back_to_tensorflow_when_conversion_fails(model_dir, tflite_cache, monkeypatch,
+                                                        caplog):
+  def broken_converter(tf_model):
+    raise RuntimeError('converter crashed')
+  monkeypatch.setattr(model, 'convert_to_tflite', broken_converter)
+  with caplog.at_level(logging.WARNING):
+    engine = load_engine(str(model_dir / 'classification'), str(model_dir / 'feature_vector'))
+  assert isinstance(engine, ImageModel)
+  assert 'LiteRT engine is unavailable (RuntimeError: converter crashed)' in caplog.text
+  assert not list(tflite_cache.glob('*.tflite'))
+
+
+def test_the_tf_engine_is_tensorflow(model_dir):
+  engine = load_engine(str(model_dir / 'classification'), str(model_dir / 'feature_vector'), 'tf')
+  assert isinstance(engine, ImageModel) and engine.fused

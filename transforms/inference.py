@@ -10,7 +10,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms.failures import Failure
-from transforms.model import load_image_model
+from transforms.model import DEFAULT_ENGINE, load_engine
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -23,13 +23,16 @@ class ModelOutput(NamedTuple):
 class MobileNetHandler(ModelHandler):
   """Holds only the handles: it is pickled to every worker, which loads the model itself."""
 
-  def __init__(self, model_handle, feature_handle, batch_size=DEFAULT_BATCH_SIZE):
-    super().__init__(min_batch_size=1, max_batch_size=batch_size)
+  def __init__(self, model_handle, feature_handle, batch_size=DEFAULT_BATCH_SIZE,
+               engine=DEFAULT_ENGINE):
+    # Fixed batches: the engines re-plan their memory whenever the batch size changes.
+    super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
     self.model_handle = model_handle
     self.feature_handle = feature_handle
+    self.engine = engine
 
   def load_model(self):
-    return load_image_model(self.model_handle, self.feature_handle)
+    return load_engine(self.model_handle, self.feature_handle, self.engine)
 
   def run_inference(self, batch, model, inference_args=None):
     """Yields PredictionResult(DecodedImage, ModelOutput or Failure), one per image.

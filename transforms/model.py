@@ -6,6 +6,9 @@ classification module's variables) to the embedding gives both outputs for the
 price of one pass. A probe batch checks at load time that this reproduces the
 classification module's own logits; where it does not (another model, another
 head layout), both modules run, with a warning.
+
+That TensorFlow model is one of two engines; the other, the default, is the same
+function converted to TFLite and run by LiteRT on XNNPACK (litert_engine.py).
 """
 
 import logging
@@ -14,10 +17,14 @@ import numpy as np
 
 from transforms.decode import IMAGE_SIZE
 from transforms.labels import NUM_CLASSES
+from transforms.litert_engine import LiteRtModel, TfliteCache, convert_to_tflite
 from transforms.model_store import local_model_dir
 
+ENGINES = ('litert', 'tf')
+DEFAULT_ENGINE = 'litert'
 EMBEDDING_SIZE = 1280
-# Float32 results of the same network computed in a different order differ by ~1e-5.
+# Float32 results of the same network computed in a different order differ by ~1e-5,
+# relative to the outputs' scale.
 PROBE_TOLERANCE = 1e-3
 
 _LOGGER = logging.getLogger(__name__)
@@ -49,6 +56,9 @@ class ImageModel:
   def __init__(self, classifier, feature_extractor, head):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     self.fused = head is not None
+    # What holds the variables predict_function reads, for TensorFlow's converter.
+    self.trackable = tf.train.Checkpoint(
+        classifier=classifier, feature_extractor=feature_extractor)
     if self.fused:
       kernel, bias = (tf.constant(a, tf.float32) for a in head)
 
@@ -65,32 +75,68 @@ class ImageModel:
     def predict(pixels):
       return forward(tf.cast(pixels, tf.float32) / 255.0)
 
-    self._predict = predict
+    self.predict_function = predict
 
   def predict(self, pixels):
-    logits, embeddings = self._predict(pixels)
+    logits, embeddings = self.predict_function(pixels)
     return logits.numpy(), embeddings.numpy()
 
 
+def _probe_error(model, reference):
+  """Largest difference of either output on the probe batch, relative to its scale."""
+  pixels = probe_pixels()
+  return max(
+      float(np.max(np.abs(output - expected))) / max(1.0, float(np.max(np.abs(expected))))
+      for output, expected in zip(model.predict(pixels), reference.predict(pixels)))
+
+
+def load_engine(model_handle, feature_handle, engine=DEFAULT_ENGINE):
+  """The model on `engine`: 'litert' (TFLite on XNNPACK, checked against TensorFlow on a
+  probe batch, TensorFlow where the check fails) or 'tf'.
+
+  A conversion that passed its check is cached on local disk, keyed by the models' files
+  and the versions of TensorFlow and LiteRT, so later worker processes load it without
+  TensorFlow.
+  """
+  if engine == 'tf':
+    return load_image_model(model_handle, feature_handle)
+  cache = TfliteCache(local_model_dir(model_handle), local_model_dir(feature_handle))
+  cached = cache.load()
+  if cached is not None:
+    return LiteRtModel(cached)
+  tf_model = load_image_model(model_handle, feature_handle)
+  try:
+    tflite_model = convert_to_tflite(tf_model)
+    fast = LiteRtModel(tflite_model)
+    error = _probe_error(fast, tf_model)
+  except Exception as e:  # pylint: disable=broad-except
+    _LOGGER.warning('The LiteRT engine is unavailable (%s: %s): running on TensorFlow.',
+                    type(e).__name__, e)
+    return tf_model
+  if error > PROBE_TOLERANCE:
+    _LOGGER.warning('The LiteRT engine differs from TensorFlow by %.3g on the probe batch: '
+                    'running on TensorFlow.', error)
+    return tf_model
+  cache.store(tflite_model)
+  return fast
+
+
 def load_image_model(model_handle, feature_handle):
+  """The model on TensorFlow, one forward pass per image where the head allows."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   classifier = tf.saved_model.load(local_model_dir(model_handle))
   feature_extractor = tf.saved_model.load(local_model_dir(feature_handle))
+  both_modules = ImageModel(classifier, feature_extractor, None)
   head = find_head(classifier)
   if head is None:
     _LOGGER.warning('No single 1280x1001 head among the variables of %s: running both '
                     'modules, two forward passes per image.', model_handle)
-    return ImageModel(classifier, feature_extractor, None)
+    return both_modules
   fused = ImageModel(classifier, feature_extractor, head)
-  pixels = probe_pixels()
-  fused_logits, _ = fused.predict(pixels)
-  reference_logits = classifier(tf.cast(pixels, tf.float32) / 255.0).numpy()
-  error = float(np.max(np.abs(fused_logits - reference_logits)))
-  if error > PROBE_TOLERANCE * max(1.0, float(np.max(np.abs(reference_logits)))):
+  error = _probe_error(fused, both_modules)
+  if error > PROBE_TOLERANCE:
     _LOGGER.warning('The head of %s applied to the embedding of %s differs from the '
                     'classifier by %.3g on the probe batch: running both modules, two '
                     'forward passes per image.', model_handle, feature_handle, error)
-    return ImageModel(classifier, feature_extractor, None)
-  _LOGGER.info('One forward pass per image: head applied to the embedding (probe error %.2g).',
-               error)
+    return both_modules
   return fused

@@ -1,0 +1,93 @@
+"""The fast engine: the loaded model converted to TFLite and run by LiteRT on XNNPACK.
+
+TensorFlow's own converter turns the TF engine's predict function (uint8 pixels in,
+logits and embedding out, head fused) into a TFLite flatbuffer at worker start-up; the
+LiteRT interpreter runs it in float32 on the XNNPACK delegate, on every core. The result
+is checked against TensorFlow on a probe batch before it is used.
+"""
+
+import hashlib
+import os
+import tempfile
+import threading
+from importlib import metadata
+
+import numpy as np
+
+from transforms.decode import IMAGE_SIZE
+from transforms.labels import NUM_CLASSES
+
+
+def convert_to_tflite(tf_model):
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  concrete = tf_model.predict_function.get_concrete_function()
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf_model.trackable)
+  return converter.convert()
+
+
+class TfliteCache:
+  """Converted models on local disk, named by a hash of everything the conversion read."""
+
+  ROOT = os.path.join(tempfile.gettempdir(), 'label-images-models', 'litert')
+
+  def __init__(self, *model_dirs):
+    digest = hashlib.sha256()
+    for package in ('tensorflow', 'ai-edge-litert'):
+      digest.update(f'{package}=={metadata.version(package)};'.encode())
+    for model_dir in model_dirs:
+      for root, dirs, files in os.walk(model_dir):
+        dirs.sort()
+        for name in sorted(files):
+          path = os.path.join(root, name)
+          digest.update(os.path.relpath(path, model_dir).encode() + b'\0')
+          with open(path, 'rb') as f:
+            digest.update(hashlib.sha256(f.read()).digest())
+      digest.update(b'\1')
+    self.path = os.path.join(self.ROOT, digest.hexdigest()[:32] + '.tflite')
+
+  def load(self):
+    try:
+      with open(self.path, 'rb') as f:
+        return f.read()
+    except FileNotFoundError:
+      return None
+
+  def store(self, tflite_model):
+    os.makedirs(self.ROOT, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=self.ROOT, suffix='.partial', delete=False) as f:
+      f.write(tflite_model)
+    os.replace(f.name, self.path)  # atomic: readers see all of it or nothing
+
+
+class LiteRtModel:
+  """uint8 pixels [n, 224, 224, 3] -> (logits [n, 1001], embeddings [n, 1280]), float32.
+
+  One interpreter per process, shared by its threads: it already runs every core, so
+  calls take turns.
+  """
+
+  def __init__(self, tflite_model, num_threads=None):
+    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
+    self._interpreter = Interpreter(model_content=tflite_model,
+                                    num_threads=num_threads or os.cpu_count())
+    self._input = self._interpreter.get_input_details()[0]['index']
+    outputs = self._interpreter.get_output_details()
+    self._logits = next(o['index'] for o in outputs if o['shape'][-1] == NUM_CLASSES)
+    self._embeddings = next(o['index'] for o in outputs if o['shape'][-1] != NUM_CLASSES)
+    self._batch_size = None
+    self._lock = threading.Lock()
+
+  def predict(self, pixels):
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if pixels.ndim != 4 or pixels.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+      raise ValueError(f'expected pixels of shape [n, {IMAGE_SIZE}, {IMAGE_SIZE}, 3], '
+                       f'got {pixels.shape}')
+    with self._lock:
+      if pixels.shape[0] != self._batch_size:
+        self._interpreter.resize_tensor_input(self._input, pixels.shape)
+        self._interpreter.allocate_tensors()
+        self._batch_size = pixels.shape[0]
+      self._interpreter.set_tensor(self._input, pixels)
+      self._interpreter.invoke()
+      return (self._interpreter.get_tensor(self._logits),
+              self._interpreter.get_tensor(self._embeddings))
