@@ -20,6 +20,9 @@ TFHUB_MOBILENET_V2 = 'https://tfhub.dev/google/tf2-preview/mobilenet_v2'
 DEFAULT_MODEL_HANDLE = f'{TFHUB_MOBILENET_V2}/classification/4'
 DEFAULT_FEATURE_HANDLE = f'{TFHUB_MOBILENET_V2}/feature_vector/4'
 REQUIRED = ('input', 'output')
+# A local run uses every core: worker threads share one model, and one decodes while
+# another's batch runs. Flags given on the command line come later and win.
+LOCAL_DEFAULTS = ['--direct_num_workers=0', '--direct_running_mode=multi_threading']
 
 
 class LabelImagesOptions(PipelineOptions):
@@ -105,7 +108,7 @@ def parse_args(argv):
     parser.error('--max_error_fraction must be between 0 and 1')
   for problem in local_path_problems(args):
     parser.error(problem)
-  return args, PipelineOptions(argv)
+  return args, PipelineOptions(LOCAL_DEFAULTS + list(argv))
 
 
 def stray_values(others):
