@@ -24,7 +24,6 @@ import json
 import os
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'fixtures'))
 
 import build_models  # pylint: disable=wrong-import-position
+from measure import run_measured  # pylint: disable=wrong-import-position
 from transforms.decode import decode_image  # pylint: disable=wrong-import-position
 
 SHARED_PHOTOS = os.path.join(ROOT, '..', 'shared', 'fixtures', 'images')
@@ -77,15 +77,10 @@ def fixture_models():
 
 def run_process(args):
   """Runs a command to completion; returns (seconds, CPU share of one core, peak RSS MB)."""
-  started = time.perf_counter()
-  with tempfile.TemporaryFile('w+') as log:
-    process = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-      log.seek(0)
-      raise RuntimeError(f'{args} failed:\n{log.read()[-3000:]}')
-  return seconds, (usage.ru_utime + usage.ru_stime) / seconds, usage.ru_maxrss / 1024
+  measured = run_measured(args, cwd=ROOT)
+  if measured.exit_code != 0:
+    raise RuntimeError(f'{args} failed:\n{measured.output[-3000:]}')
+  return measured.seconds, measured.cpu_cores, measured.peak_rss_mb
 
 
 def warm_up_directory(images_dir):
