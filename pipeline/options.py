@@ -23,6 +23,7 @@ REQUIRED = ('input', 'output')
 # A local run uses every core: worker threads share one model, and one decodes while
 # another's batch runs. Flags given on the command line come later and win.
 LOCAL_DEFAULTS = ['--direct_num_workers=0', '--direct_running_mode=multi_threading']
+_FALSE = ('false', '0', 'no', '')
 
 
 class LabelImagesOptions(PipelineOptions):
@@ -108,7 +109,21 @@ def parse_args(argv):
     parser.error('--max_error_fraction must be between 0 and 1')
   for problem in local_path_problems(args):
     parser.error(problem)
-  return args, PipelineOptions(LOCAL_DEFAULTS + list(argv))
+  return args, PipelineOptions(LOCAL_DEFAULTS + normalize_dry_run(argv))
+
+
+def normalize_dry_run(argv):
+  """Beam's --dry_run takes a value and counts any value, 'False' too, as true. Here a bare
+  --dry_run means true, and --dry_run=false (or 0, no) means false."""
+  normalized = []
+  for i, token in enumerate(argv):
+    if token == '--dry_run' and (i + 1 == len(argv) or argv[i + 1].startswith('-')):
+      normalized.append('--dry_run=True')
+    elif token.startswith('--dry_run=') and token.split('=', 1)[1].lower() in _FALSE:
+      continue
+    else:
+      normalized.append(token)
+  return normalized
 
 
 def stray_values(others):

@@ -8,6 +8,7 @@ import logging
 import sys
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import TestOptions
 
 from pipeline import report
 from pipeline.build import build_pipeline
@@ -19,17 +20,30 @@ EXIT_USAGE = 2
 EXIT_TOO_MANY_ERRORS = 3
 
 
+def start(args, pipeline_options):
+  """Builds the pipeline and runs it; returns Beam's PipelineResult."""
+  pipeline = beam.Pipeline(runner=create_runner(pipeline_options), options=pipeline_options)
+  build_pipeline(pipeline, args)
+  return pipeline.run()
+
+
 def run(argv):
   args, pipeline_options = parse_args(argv)
+  if pipeline_options.view_as(TestOptions).dry_run:
+    # Builds the job without submitting it: nothing may touch the network.
+    result = start(args, pipeline_options)
+    job = getattr(result, 'job', None)
+    steps = len(job.proto_pipeline.components.transforms) if job else 0
+    print(f'label-images: dry run: built job {job.proto.name} ({steps} transforms); '
+          'nothing was submitted' if job else 'label-images: dry run: nothing was run')
+    return 0
   try:
     prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
   except OutputExistsError as e:
     print(f'label-images: {e}', file=sys.stderr)
     return EXIT_USAGE
   started_at = report.now()
-  pipeline = beam.Pipeline(runner=create_runner(pipeline_options), options=pipeline_options)
-  build_pipeline(pipeline, args)
-  result = pipeline.run()
+  result = start(args, pipeline_options)
   result.wait_until_finish()
   manifest = report.build_manifest(
       args, pipeline_options, report.counters(result), started_at, report.now())

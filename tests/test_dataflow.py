@@ -1,0 +1,65 @@
+"""Building the Dataflow job offline, with --dry_run: no network, no credentials."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from apache_beam.runners.dataflow.internal import apiclient
+
+from conftest import ROOT
+from pipeline.options import normalize_dry_run, parse_args
+from pipeline.run import start
+
+GPU_SERVICE_OPTIONS = 'worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver'
+DATAFLOW_ARGS = [
+    '--runner', 'DataflowRunner', '--dry_run', '--project', 'my-project',
+    '--region', 'us-central1', '--temp_location', 'gs://my-bucket/tmp',
+    '--input', 'gs://my-bucket/images/*.jpg', '--output', 'gs://my-bucket/out',
+    '--model_handle', 'gs://my-bucket/models/classification',
+    '--feature_handle', 'gs://my-bucket/models/feature_vector',
+    '--sdk_container_image', 'us-docker.pkg.dev/my-project/images/label-images:gpu',
+    '--dataflow_service_options', GPU_SERVICE_OPTIONS,
+    '--machine_type', 'g2-standard-4', '--max_num_workers', '20',
+    '--experiments', 'no_use_multiple_sdk_containers',
+]
+STEPS = {'ListUris', 'SelectUris', 'Read', 'Decode', 'Inference', 'ToRows', 'WriteLabels',
+         'AllFailures', 'FailureRows', 'WriteErrors'}
+
+
+def test_the_job_holds_the_steps_and_the_worker_options():
+  args, options = parse_args(DATAFLOW_ARGS)
+  job = start(args, options).job
+  top_level = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+  assert STEPS <= top_level
+  images = [env.payload for env in job.proto_pipeline.components.environments.values()]
+  assert any(b'label-images:gpu' in payload for payload in images)
+  # The request Dataflow would get, built from the job offline.
+  environment = apiclient.Environment(
+      [], job.options, '8', 'gs://my-bucket/tmp/pipeline.pb', job.proto_pipeline).proto
+  assert list(environment.service_options) == [GPU_SERVICE_OPTIONS]
+  assert 'no_use_multiple_sdk_containers' in environment.experiments
+  (pool,) = environment.worker_pools
+  assert pool.machine_type == 'g2-standard-4'
+  assert [c.container_image for c in pool.sdk_harness_container_images] == [
+      'us-docker.pkg.dev/my-project/images/label-images:gpu']
+
+
+@pytest.mark.skipif(not shutil.which('unshare'), reason='needs unshare(1) for a network-less run')
+def test_the_cli_builds_the_job_without_a_network():
+  result = subprocess.run(['unshare', '-n', sys.executable, '-m', 'pipeline.run', *DATAFLOW_ARGS],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+  if 'unshare failed' in result.stderr:
+    pytest.skip(f'unshare -n is not permitted here: {result.stderr.strip()}')
+  assert result.returncode == 0, result.stderr
+  assert 'dry run: built job' in result.stdout and 'nothing was submitted' in result.stdout
+
+
+@pytest.mark.parametrize('argv, expected', [
+    (['--dry_run', '--project', 'p'], ['--dry_run=True', '--project', 'p']),
+    (['--x', '--dry_run'], ['--x', '--dry_run=True']),
+    (['--dry_run=False'], []),
+    (['--dry_run=true'], ['--dry_run=true']),
+])
+def test_a_bare_dry_run_is_true_and_false_is_false(argv, expected):
+  assert normalize_dry_run(argv) == expected
