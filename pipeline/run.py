@@ -2,6 +2,7 @@
 
   label-images --input INPUT --output OUTPUT_DIR [--model_handle H] [--feature_handle H]
                [--top_k 5] [any standard Beam option: --runner, --direct_num_workers, ...]
+  label-images stage-model --source HANDLE --dest gs://BUCKET/PATH
 """
 
 import logging
@@ -10,7 +11,7 @@ import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import TestOptions
 
-from pipeline import report
+from pipeline import report, stage_model
 from pipeline.build import build_pipeline
 from pipeline.options import parse_args
 from pipeline.output_dir import OutputExistsError, prepare_output_dir
@@ -71,7 +72,10 @@ def main(argv=None):
   logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
   for handler in logging.getLogger().handlers:
     handler.addFilter(_DropBeamResourceWarning())
-  return run(sys.argv[1:] if argv is None else argv)
+  argv = sys.argv[1:] if argv is None else argv
+  if argv[:1] == ['stage-model']:
+    return stage_model.main(argv[1:])
+  return run(argv)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,56 @@
+"""label-images stage-model: TF Hub modules copied to GCS, then loaded from there by workers."""
+
+import os
+
+import pytest
+
+from conftest import PHOTOS_DIR, REFERENCE_LABELS
+from pipeline.stage_model import source_handles
+from test_cli import label_images, read_output
+from transforms.schema import LABELS_SCHEMA
+
+TFHUB = 'https://tfhub.dev/google/tf2-preview/mobilenet_v2'
+
+
+def test_stages_the_fixture_model_and_the_pipeline_loads_it_from_gcs(model_dir, gcs_bucket,
+                                                                     tmp_path):
+  bucket, bucket_uri = gcs_bucket
+  staged = label_images('stage-model', '--source', model_dir, '--dest', f'{bucket_uri}/models')
+  assert staged.returncode == 0, staged.stderr
+  assert f'--model_handle {bucket_uri}/models/classification' in staged.stdout
+  assert bucket.blob('models/feature_vector/saved_model.pb').exists()
+
+  photos = ['parrot.jpg', 'bird.bmp']
+  listing = tmp_path / 'list.txt'
+  listing.write_text('\n'.join(os.path.join(PHOTOS_DIR, name) for name in photos))
+  result = label_images('--input', listing, '--output', tmp_path / 'out',
+                        '--model_handle', f'{bucket_uri}/models/classification',
+                        '--feature_handle', f'{bucket_uri}/models/feature_vector')
+  assert result.returncode == 0, result.stderr
+  labels = {os.path.basename(row['uri']): row['label_index']
+            for row in read_output(tmp_path / 'out', 'labels', LABELS_SCHEMA)}
+  assert labels == {name: REFERENCE_LABELS[name] for name in photos}
+
+
+def test_help():
+  result = label_images('stage-model', '--help')
+  assert result.returncode == 0 and '--source' in result.stdout and '--dest' in result.stdout
+
+
+def test_a_source_without_a_model_is_refused(tmp_path):
+  result = label_images('stage-model', '--source', tmp_path / 'classification',
+                        '--dest', tmp_path / 'dest')
+  assert result.returncode == 2 and 'neither a URL nor a local directory' in result.stderr
+
+
+@pytest.mark.parametrize('source, feature_source, expected', [
+    (f'{TFHUB}/classification/4', None, (f'{TFHUB}/classification/4', f'{TFHUB}/feature_vector/4')),
+    ('gs://b/m/classification', 'gs://b/other', ('gs://b/m/classification', 'gs://b/other')),
+])
+def test_source_handles(source, feature_source, expected):
+  assert source_handles(source, feature_source) == expected
+
+
+def test_a_source_that_names_no_classification_module_needs_feature_source():
+  with pytest.raises(ValueError, match='--feature_source'):
+    source_handles('gs://b/my-model')
