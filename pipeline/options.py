@@ -26,6 +26,10 @@ LOCAL_DEFAULTS = ['--direct_num_workers=0', '--direct_running_mode=multi_threadi
 _FALSE = ('false', '0', 'no', '')
 
 
+def _switch(value):
+  return value.lower() not in _FALSE
+
+
 class LabelImagesOptions(PipelineOptions):
   """No option is argparse-required: Beam parses every options class wherever it builds a
   PipelineOptions, so required ones are checked by the command line instead."""
@@ -68,11 +72,12 @@ class LabelImagesOptions(PipelineOptions):
         '--max_read_attempts', type=int, default=DEFAULT_MAX_READ_ATTEMPTS,
         help='Attempts to read a file through transient failures (HTTP 429/5xx, timeouts, '
         'dropped connections), with exponential backoff. Default: %(default)s')
+    # Switches also take a value (--resume=true), as Flex Templates pass every parameter.
     parser.add_argument(
-        '--resume', action='store_true',
+        '--resume', type=_switch, nargs='?', const=True, default=False,
         help='Label only the URIs that have no row in OUTPUT_DIR yet, adding new files.')
     parser.add_argument(
-        '--overwrite', action='store_true',
+        '--overwrite', type=_switch, nargs='?', const=True, default=False,
         help='Delete the results already in OUTPUT_DIR first.')
     parser.add_argument(
         '--max_error_fraction', type=float, default=None,
