@@ -1,5 +1,6 @@
 """The end-of-run report: the summary printed, and OUTPUT_DIR/manifest.json."""
 
+import collections
 import datetime
 import json
 import platform
@@ -10,19 +11,35 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline.output_dir import MANIFEST
+from transforms.metrics import NAMESPACE
 
 _VERSIONED_PACKAGES = ('label-images', 'apache-beam', 'tensorflow', 'tensorflow-hub', 'pyarrow',
                        'pillow')
 
 
-def counters(result):
-  """{name: value} of the pipeline's counters in the 'label_images' namespace."""
-  query = result.metrics().query(MetricsFilter().with_namespace('label_images'))
-  totals = {}
+def _value(metric):
+  return metric.committed if metric.committed is not None else metric.attempted
+
+
+def read_metrics(result):
+  """({counter: total}, {distribution: {count, mean, min, max}}) in the pipeline's namespace,
+  summed over steps."""
+  query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+  totals = collections.Counter()
   for counter in query['counters']:
-    value = counter.committed if counter.committed is not None else counter.attempted
-    totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
-  return totals
+    totals[counter.key.metric.name] += _value(counter) or 0
+  merged = {}
+  for distribution in query['distributions']:
+    value = _value(distribution)
+    if value is None or not value.count:
+      continue
+    name = distribution.key.metric.name
+    count, total, low, high = merged.get(name, (0, 0, value.min, value.max))
+    merged[name] = (count + value.count, total + value.sum, min(low, value.min),
+                    max(high, value.max))
+  distributions = {name: {'count': count, 'mean': round(total / count, 3), 'min': low,
+                          'max': high} for name, (count, total, low, high) in merged.items()}
+  return dict(totals), distributions
 
 
 def _version(package):
@@ -32,7 +49,7 @@ def _version(package):
     return None
 
 
-def build_manifest(args, pipeline_options, totals, started_at, finished_at):
+def build_manifest(args, pipeline_options, totals, distributions, started_at, finished_at):
   labelled, errors = totals.get('labels', 0), totals.get('errors', 0)
   seconds = (finished_at - started_at).total_seconds()
   return {
@@ -59,6 +76,7 @@ def build_manifest(args, pipeline_options, totals, started_at, finished_at):
       },
       'errors_by_kind': {name.split('.', 1)[1]: n for name, n in sorted(totals.items())
                          if name.startswith('errors.')},
+      'distributions': distributions,
       'versions': {'python': platform.python_version(),
                    **{package: _version(package) for package in _VERSIONED_PACKAGES}},
   }
@@ -88,12 +106,29 @@ def summary(manifest):
   lines.append(f"  skipped: {counts['duplicate_uris']} duplicate URIs, "
                f"{counts['blank_entries']} blank entries, "
                f"{counts['already_done']} already in the output")
+  timings = _timings(manifest['distributions'])
+  if timings:
+    lines.append('  ' + timings)
   if counts['unaccounted']:
     lines.append(f"  WARNING: {counts['unaccounted']} URIs have neither a label nor an error row")
   output = manifest['output']
   lines.append(f'  output: {output}/labels-*.parquet, {output}/errors-*.parquet, '
                f'{output}/{MANIFEST}')
   return '\n'.join(lines)
+
+
+def _timings(distributions):
+  parts = []
+  if 'decode_ms' in distributions:
+    parts.append(f"decode {distributions['decode_ms']['mean']:.1f} ms/image")
+  latency = distributions.get('inference_batch_latency_micro_secs')
+  batch = distributions.get('inference_request_batch_size')
+  if latency and batch:
+    parts.append(f"inference {latency['mean'] / 1000:.0f} ms per batch of "
+                 f"{batch['mean']:.1f} images")
+  if 'image_bytes' in distributions:
+    parts.append(f"{distributions['image_bytes']['mean'] / 1024:.0f} KB read per image")
+  return ', '.join(parts)
 
 
 def now():

@@ -5,6 +5,7 @@
   label-images stage-model --source HANDLE --dest gs://BUCKET/PATH
 """
 
+import contextlib
 import logging
 import sys
 
@@ -15,7 +16,8 @@ from pipeline import report, stage_model
 from pipeline.build import build_pipeline
 from pipeline.options import parse_args
 from pipeline.output_dir import OutputExistsError, prepare_output_dir
-from pipeline.runner import create_runner
+from pipeline.progress import ProgressDisplay
+from pipeline.runner import create_runner, runs_in_this_process
 
 EXIT_USAGE = 2
 EXIT_TOO_MANY_ERRORS = 3
@@ -44,10 +46,11 @@ def run(argv):
     print(f'label-images: {e}', file=sys.stderr)
     return EXIT_USAGE
   started_at = report.now()
-  result = start(args, pipeline_options)
-  result.wait_until_finish()
+  with ProgressDisplay() if runs_in_this_process(pipeline_options) else contextlib.nullcontext():
+    result = start(args, pipeline_options)
+    result.wait_until_finish()
   manifest = report.build_manifest(
-      args, pipeline_options, report.counters(result), started_at, report.now())
+      args, pipeline_options, *report.read_metrics(result), started_at, report.now())
   report.write_manifest(args.output, manifest)
   print(report.summary(manifest))
   fraction = report.error_fraction(manifest)

@@ -1,6 +1,7 @@
 """The command line end to end, on DirectRunner, as a user runs it."""
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +54,12 @@ def test_labels_the_shared_photos(model_dir, tmp_path):
                         *model_args(model_dir))
   assert result.returncode == 0, result.stderr
   assert '9 images labelled, 0 errors' in result.stdout
+  assert 'ms/image' in result.stdout and 'ms per batch' in result.stdout
+  manifest = json.loads((output / 'manifest.json').read_text())
+  assert manifest['counts']['labelled'] == 9
+  for metric in ('decode_ms', 'image_bytes', 'inference_batch_latency_micro_secs',
+                 'inference_request_batch_size'):
+    assert manifest['distributions'][metric]['count'] > 0, metric
 
   rows = read_output(output, 'labels', LABELS_SCHEMA)
   check_labels(rows, lambda uri: uri)

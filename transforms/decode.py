@@ -12,9 +12,9 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 from PIL import Image, ImageOps
 
+from transforms import metrics
 from transforms.failures import FAILURES, Failure, ImageError
 
 IMAGE_SIZE = 224
@@ -115,7 +115,7 @@ class DecodeImages(beam.DoFn):
 
   def __init__(self, max_pixels=DEFAULT_MAX_PIXELS):
     self._max_pixels = max_pixels
-    self._decode_ms = Metrics.distribution('label_images', 'decode_ms')
+    self._decode_ms = metrics.distribution('decode_ms')
 
   def process(self, element):
     uri, image_bytes = element

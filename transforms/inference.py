@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from transforms import metrics
 from transforms.failures import Failure
 from transforms.model import DEFAULT_ENGINE, load_engine
 
@@ -49,7 +50,7 @@ class MobileNetHandler(ModelHandler):
     return sum(image.pixels.nbytes for image in batch)
 
   def get_metrics_namespace(self):
-    return 'label_images'
+    return metrics.NAMESPACE
 
 
 def _predict(model, batch):

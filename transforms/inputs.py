@@ -16,7 +16,8 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.fileio import EmptyMatchTreatment
-from apache_beam.metrics import Metrics
+
+from transforms import metrics
 
 URI_COLUMN = 'uri'
 
@@ -80,8 +81,8 @@ class ListImageUris(beam.PTransform):
 class _StripAndCount(beam.DoFn):
 
   def __init__(self):
-    self._listed = Metrics.counter('label_images', 'uris_listed')
-    self._blank = Metrics.counter('label_images', 'blank_entries')
+    self._listed = metrics.counter('uris_listed')
+    self._blank = metrics.counter('blank_entries')
 
   def process(self, uri):
     uri = (uri or '').strip()

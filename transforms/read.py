@@ -12,8 +12,8 @@ from typing import Callable, NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
+from transforms import metrics
 from transforms.failures import FAILURES, Failure, ImageError
 
 DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -110,8 +110,9 @@ class ReadImageBytes(beam.DoFn):
   def __init__(self, max_bytes=DEFAULT_MAX_IMAGE_BYTES, max_attempts=DEFAULT_MAX_READ_ATTEMPTS):
     self._max_bytes = max_bytes
     self._retry = RetryPolicy(max_attempts=max_attempts)
-    self._bytes_read = Metrics.distribution('label_images', 'image_bytes')
-    self._retries = Metrics.counter('label_images', 'read_retries')
+    self._images_read = metrics.counter('images_read')
+    self._bytes_read = metrics.distribution('image_bytes')
+    self._retries = metrics.counter('read_retries')
 
   def process(self, uri):
     try:
@@ -119,5 +120,6 @@ class ReadImageBytes(beam.DoFn):
     except ImageError as e:
       yield beam.pvalue.TaggedOutput(FAILURES, Failure(uri, 'read', e.error, e.message))
       return
+    self._images_read.inc()
     self._bytes_read.update(len(image_bytes))
     yield uri, image_bytes

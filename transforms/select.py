@@ -8,8 +8,8 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.fileio import EmptyMatchTreatment
-from apache_beam.metrics import Metrics
 
+from transforms import metrics
 from transforms.inputs import read_listed_uris
 
 OUTPUT_PREFIXES = ('labels', 'errors')
@@ -22,9 +22,9 @@ def output_part_patterns(output_dir):
 class _KeepNew(beam.DoFn):
 
   def __init__(self):
-    self._to_label = Metrics.counter('label_images', 'uris_to_label')
-    self._duplicates = Metrics.counter('label_images', 'duplicate_uris')
-    self._already_done = Metrics.counter('label_images', 'already_done')
+    self._to_label = metrics.counter('uris_to_label')
+    self._duplicates = metrics.counter('duplicate_uris')
+    self._already_done = metrics.counter('already_done')
 
   def process(self, grouped):
     uri, sources = grouped
@@ -36,6 +36,7 @@ class _KeepNew(beam.DoFn):
       self._already_done.inc()
       return
     self._to_label.inc()
+    metrics.PROCESS_TALLY.add('uris_to_label')
     yield uri
 
 

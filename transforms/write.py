@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
+
+from transforms import metrics
 
 DEFAULT_ROWS_PER_FILE = 2000
 
@@ -67,7 +68,7 @@ class WriteParquetParts(beam.DoFn):
     self._schema = schema
     self._rows_per_file = rows_per_file
     self._count_column = count_column
-    self._rows_written = Metrics.counter('label_images', prefix)
+    self._rows_written = metrics.counter(prefix)
     self._rows = []
 
   def start_bundle(self):
@@ -75,6 +76,7 @@ class WriteParquetParts(beam.DoFn):
 
   def process(self, row):
     self._rows.append(row)
+    metrics.PROCESS_TALLY.add(self._prefix)
     if len(self._rows) >= self._rows_per_file:
       self._write()
 
@@ -88,4 +90,4 @@ class WriteParquetParts(beam.DoFn):
     self._rows_written.inc(len(rows))
     if self._count_column:
       for value, count in collections.Counter(row[self._count_column] for row in rows).items():
-        Metrics.counter('label_images', f'{self._prefix}.{value}').inc(count)
+        metrics.counter(f'{self._prefix}.{value}').inc(count)
