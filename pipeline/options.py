@@ -57,7 +57,7 @@ class LabelImagesOptions(PipelineOptions):
         'checked against TensorFlow (falls back to it); tf: TensorFlow. Default: %(default)s')
     parser.add_argument(
         '--batch_size', type=int, default=DEFAULT_BATCH_SIZE,
-        help='Largest batch of images per forward pass. Default: %(default)s')
+        help='Images per forward pass. Default: %(default)s')
     parser.add_argument(
         '--rows_per_file', type=int, default=DEFAULT_ROWS_PER_FILE,
         help='Rows per Parquet part (one row group each). Default: %(default)s')
