@@ -17,20 +17,38 @@ from pipeline.build import build_pipeline
 from pipeline.options import parse_args
 from pipeline.output_dir import OutputExistsError, prepare_output_dir
 from pipeline.progress import ProgressDisplay
-from pipeline.runner import create_runner, runs_in_this_process
+from pipeline.runner import create_runner, dry_run_problems, runs_in_this_process
 
 EXIT_USAGE = 2
 EXIT_TOO_MANY_ERRORS = 3
 
 
+class UsageError(Exception):
+  pass
+
+
 def start(args, pipeline_options):
   """Builds the pipeline and runs it; returns Beam's PipelineResult."""
-  pipeline = beam.Pipeline(runner=create_runner(pipeline_options), options=pipeline_options)
+  problems = dry_run_problems(pipeline_options)
+  if problems:
+    raise UsageError('\n'.join(problems))
+  try:
+    pipeline = beam.Pipeline(runner=create_runner(pipeline_options), options=pipeline_options)
+  except ValueError as e:  # Beam's checks of its own options, e.g. an invalid project ID
+    raise UsageError(str(e)) from e
   build_pipeline(pipeline, args)
   return pipeline.run()
 
 
 def run(argv):
+  try:
+    return _run(argv)
+  except (OutputExistsError, UsageError) as e:
+    print(f'label-images: {e}', file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _run(argv):
   args, pipeline_options = parse_args(argv)
   if pipeline_options.view_as(TestOptions).dry_run:
     # Builds the job without submitting it: nothing may touch the network.
@@ -40,11 +58,7 @@ def run(argv):
     print(f'label-images: dry run: built job {job.proto.name} ({steps} transforms); '
           'nothing was submitted' if job else 'label-images: dry run: nothing was run')
     return 0
-  try:
-    prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
-  except OutputExistsError as e:
-    print(f'label-images: {e}', file=sys.stderr)
-    return EXIT_USAGE
+  prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
   started_at = report.now()
   with ProgressDisplay() if runs_in_this_process(pipeline_options) else contextlib.nullcontext():
     result = start(args, pipeline_options)

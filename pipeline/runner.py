@@ -1,6 +1,8 @@
 """Choosing the runner: DirectRunner runs locally on FnApiRunner, other runners as named."""
 
-from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, SetupOptions
+from apache_beam.options.pipeline_options import StandardOptions, TestOptions
+from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
@@ -16,6 +18,21 @@ def runs_in_this_process(pipeline_options):
   """Whether the workers run in this process, as threads."""
   running_mode = pipeline_options.view_as(DirectOptions).direct_running_mode
   return is_local(pipeline_options) and running_mode != 'multi_processing'
+
+
+def dry_run_problems(pipeline_options):
+  """Beam meets a dry run whose temp and staging locations are both unusable by creating a
+  default bucket, over the network; say so at once instead."""
+  if not pipeline_options.view_as(TestOptions).dry_run or is_local(pipeline_options):
+    return []
+  from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner  # pylint: disable=import-outside-toplevel
+  validator = PipelineOptionsValidator(pipeline_options, DataflowRunner())
+  cloud = pipeline_options.view_as(GoogleCloudOptions)
+  errors = [validator.validate_gcs_path(cloud, name) for name in ('temp_location',
+                                                                  'staging_location')]
+  if all(errors):
+    return [f'a dry run needs a usable --temp_location (gs://BUCKET/PATH): {errors[0][0]}']
+  return []
 
 
 def create_runner(pipeline_options):

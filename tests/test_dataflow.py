@@ -63,3 +63,15 @@ def test_the_cli_builds_the_job_without_a_network():
 ])
 def test_a_bare_dry_run_is_true_and_false_is_false(argv, expected):
   assert normalize_dry_run(argv) == expected
+
+
+@pytest.mark.parametrize('replace, message', [
+    (('gs://my-bucket/tmp', 'gs://B/tmp'), 'a dry run needs a usable --temp_location'),
+    (('my-project', 'P'), 'Invalid Project ID (P)'),
+])
+def test_unusable_cloud_options_fail_at_once_and_clearly(replace, message):
+  args = [arg.replace(*replace) if arg == replace[0] else arg for arg in DATAFLOW_ARGS]
+  result = subprocess.run([sys.executable, '-m', 'pipeline.run', *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode == 2
+  assert message in result.stderr
