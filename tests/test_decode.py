@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import PHOTOS_DIR
+from transforms import decode
 from transforms.decode import IMAGE_SIZE, central_crop_box, decode_image
 from transforms.failures import ImageError
 
@@ -124,3 +125,16 @@ def test_a_malformed_exif_block_keeps_the_image():
   data = bytearray(encode(gradient_image(), 'JPEG', exif=b'Exif\x00\x00II*\x00\xff\xff\xff\xff'))
   pixels, width, height = decode_image(bytes(data))
   assert (width, height) == (64, 48) and pixels.std() > 10
+
+
+@pytest.mark.parametrize('orientation, upright_size', [(1, (3000, 2000)), (6, (2000, 3000))])
+def test_a_large_jpeg_decodes_at_reduced_scale_to_nearly_the_same_pixels(
+    monkeypatch, orientation, upright_size):
+  exif = Image.Exif()
+  exif[0x0112] = orientation
+  data = encode(gradient_image(3000, 2000), 'JPEG', quality=90, exif=exif)
+  pixels, width, height = decode_image(data)
+  monkeypatch.setattr(decode, 'DRAFT_MIN_SIDE', 10 ** 6)  # no reduction
+  full_pixels, full_width, full_height = decode_image(data)
+  assert (width, height) == (full_width, full_height) == upright_size
+  assert np.abs(pixels.astype(int) - full_pixels.astype(int)).mean() < 2

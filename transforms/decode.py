@@ -19,6 +19,9 @@ from transforms.failures import FAILURES, Failure, ImageError
 
 IMAGE_SIZE = 224
 CENTRAL_FRACTION = 0.875
+# JPEGs are decoded at a reduced scale only while both sides stay at least this long, twice
+# what the 224-pixel crop needs.
+DRAFT_MIN_SIDE = 2 * round(IMAGE_SIZE / CENTRAL_FRACTION)
 # Pillow's own decompression-bomb threshold.
 DEFAULT_MAX_PIXELS = 89_478_485
 # decode_image checks the pixel count itself, against a limit the user sets; Pillow's global
@@ -103,10 +106,17 @@ def _decode(image_bytes, max_pixels):
     raise ImageError(
         'too_many_pixels',
         f'{image.width}x{image.height} is above the limit of {max_pixels} pixels')
+  full_size = image.size
+  if image.format == 'JPEG':
+    # Decode a large JPEG at 1/2, 1/4 or 1/8 scale in the DCT domain: several times faster
+    # and smaller, and the crop is still resized down by 2x or more afterwards.
+    image.draft('RGB', (DRAFT_MIN_SIDE, DRAFT_MIN_SIDE))
+  decoded_size = image.size
   image = _upright(image)
-  width, height = image.size
+  turned = image.size != decoded_size
   resized = _to_rgb(image).resize(
-      (IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR, box=central_crop_box(width, height))
+      (IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR, box=central_crop_box(*image.size))
+  width, height = full_size[::-1] if turned else full_size
   return np.asarray(resized, dtype=np.uint8), width, height
 
 
