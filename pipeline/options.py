@@ -92,7 +92,8 @@ def parse_args(argv):
       description='Label images with the TF Hub MobileNet V2 ImageNet classifier on Apache '
       'Beam; writes labels, scores and embeddings to Parquet.',
       epilog='Every standard Beam option (--runner, --direct_num_workers, --project, '
-      '--region, --temp_location, ...) is passed through to the pipeline.')
+      '--region, --temp_location, ...) is passed through to the pipeline. To copy the model to '
+      'GCS for Dataflow workers: label-images stage-model --help.')
   LabelImagesOptions._add_argparse_args(parser)  # pylint: disable=protected-access
   args, others = parser.parse_known_args(argv)
   stray = stray_values(others)

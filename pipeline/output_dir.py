@@ -26,7 +26,7 @@ def _matching(pattern):
 
 
 def prepare_output_dir(output_dir, resume=False, overwrite=False):
-  """Returns the number of result parts already there; raises OutputExistsError."""
+  """Raises OutputExistsError where results exist and neither resume nor overwrite is set."""
   parts = [path for pattern in output_part_patterns(output_dir) for path in _matching(pattern)]
   if parts and not (resume or overwrite):
     raise OutputExistsError(
@@ -38,4 +38,3 @@ def prepare_output_dir(output_dir, resume=False, overwrite=False):
                         if overwrite else [])
   if doomed:
     FileSystems.delete(doomed)
-  return 0 if overwrite else len(parts)
