@@ -17,7 +17,7 @@ from pipeline.build import build_pipeline
 from pipeline.options import parse_args
 from pipeline.output_dir import OutputExistsError, prepare_output_dir
 from pipeline.progress import ProgressDisplay
-from pipeline.runner import create_runner, dry_run_problems, runs_in_this_process
+from pipeline.runner import create_runner, dry_run_problems, is_local, runs_in_this_process
 
 EXIT_USAGE = 2
 EXIT_TOO_MANY_ERRORS = 3
@@ -27,8 +27,8 @@ class UsageError(Exception):
   pass
 
 
-def start(args, pipeline_options):
-  """Builds the pipeline and runs it; returns Beam's PipelineResult."""
+def build(args, pipeline_options):
+  """The pipeline, built on its runner but not run."""
   problems = dry_run_problems(pipeline_options)
   if problems:
     raise UsageError('\n'.join(problems))
@@ -37,7 +37,18 @@ def start(args, pipeline_options):
   except ValueError as e:  # Beam's checks of its own options, e.g. an invalid project ID
     raise UsageError(str(e)) from e
   build_pipeline(pipeline, args)
-  return pipeline.run()
+  return pipeline
+
+
+def dry_run(args, pipeline_options):
+  """Builds the job without submitting or running it: nothing touches the network."""
+  pipeline = build(args, pipeline_options)
+  if is_local(pipeline_options):  # the local runner has no dry run of its own
+    print('label-images: dry run: built the pipeline; nothing was run')
+    return
+  job = pipeline.run().job
+  print(f'label-images: dry run: built job {job.proto.name} '
+        f'({len(job.proto_pipeline.components.transforms)} transforms); nothing was submitted')
 
 
 def run(argv):
@@ -51,17 +62,12 @@ def run(argv):
 def _run(argv):
   args, pipeline_options = parse_args(argv)
   if pipeline_options.view_as(TestOptions).dry_run:
-    # Builds the job without submitting it: nothing may touch the network.
-    result = start(args, pipeline_options)
-    job = getattr(result, 'job', None)
-    steps = len(job.proto_pipeline.components.transforms) if job else 0
-    print(f'label-images: dry run: built job {job.proto.name} ({steps} transforms); '
-          'nothing was submitted' if job else 'label-images: dry run: nothing was run')
+    dry_run(args, pipeline_options)
     return 0
   prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
   started_at = report.now()
   with ProgressDisplay() if runs_in_this_process(pipeline_options) else contextlib.nullcontext():
-    result = start(args, pipeline_options)
+    result = build(args, pipeline_options).run()
     result.wait_until_finish()
   manifest = report.build_manifest(
       args, pipeline_options, *report.read_metrics(result), started_at, report.now())

@@ -9,7 +9,7 @@ from apache_beam.runners.dataflow.internal import apiclient
 
 from conftest import ROOT
 from pipeline.options import normalize_dry_run, parse_args
-from pipeline.run import start
+from pipeline.run import build
 
 GPU_SERVICE_OPTIONS = 'worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver'
 DATAFLOW_ARGS = [
@@ -29,7 +29,7 @@ STEPS = {'ListUris', 'SelectUris', 'Read', 'Decode', 'Inference', 'ToRows', 'Wri
 
 def test_the_job_holds_the_steps_and_the_worker_options():
   args, options = parse_args(DATAFLOW_ARGS)
-  job = start(args, options).job
+  job = build(args, options).run().job
   top_level = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
   assert STEPS <= top_level
   images = [env.payload for env in job.proto_pipeline.components.environments.values()]
@@ -75,3 +75,15 @@ def test_unusable_cloud_options_fail_at_once_and_clearly(replace, message):
                           capture_output=True, text=True, timeout=60)
   assert result.returncode == 2
   assert message in result.stderr
+
+
+def test_a_local_dry_run_builds_without_running(tmp_path):
+  listing = tmp_path / 'list.txt'
+  listing.write_text('/nowhere/a.jpg\n')
+  result = subprocess.run(
+      [sys.executable, '-m', 'pipeline.run', '--dry_run', '--input', str(listing),
+       '--output', str(tmp_path / 'out'), '--model_handle', 'gs://b/m/c',
+       '--feature_handle', 'gs://b/m/f'], cwd=ROOT, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  assert 'nothing was run' in result.stdout
+  assert not (tmp_path / 'out').exists()
