@@ -9,7 +9,7 @@ from transforms.inference import MobileNetHandler
 from transforms.inputs import ListImageUris
 from transforms.read import ReadImageBytes
 from transforms.rows import ToRows
-from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
+from transforms.schema import ERRORS, ERRORS_SCHEMA, LABELS, LABELS_SCHEMA
 from transforms.select import SelectUrisToLabel
 from transforms.write import WriteParquetParts
 
@@ -30,9 +30,9 @@ def build_pipeline(pipeline, options):
       ToRows(options.top_k, options.model_handle)).with_outputs(FAILURES, main='labels')
 
   _ = rows.labels | 'WriteLabels' >> beam.ParDo(WriteParquetParts(
-      options.output, 'labels', LABELS_SCHEMA, options.rows_per_file))
+      options.output, LABELS, LABELS_SCHEMA, options.rows_per_file))
   failures = ((read[FAILURES], decoded[FAILURES], rows[FAILURES])
               | 'AllFailures' >> beam.Flatten()
               | 'FailureRows' >> beam.Map(lambda failure: failure._asdict()))
   _ = failures | 'WriteErrors' >> beam.ParDo(WriteParquetParts(
-      options.output, 'errors', ERRORS_SCHEMA, options.rows_per_file, count_column='error'))
+      options.output, ERRORS, ERRORS_SCHEMA, options.rows_per_file, count_column='error'))

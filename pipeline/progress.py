@@ -11,13 +11,14 @@ import threading
 import time
 
 from transforms.metrics import PROCESS_TALLY
+from transforms.schema import ERRORS, LABELS
 
 TERMINAL_INTERVAL_S = 0.5
 LOG_INTERVAL_S = 60.0
 
 
 def progress_line(tally, seconds):
-  done, failed = tally.get('labels', 0), tally.get('errors', 0)
+  done, failed = tally.get(LABELS, 0), tally.get(ERRORS, 0)
   finished, total = done + failed, tally.get('uris_to_label', 0)
   rate = finished / seconds if seconds > 0 else 0.0
   line = f'{done} labelled, {failed} failed'

@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline.output_dir import MANIFEST
 from transforms.metrics import NAMESPACE
+from transforms.schema import ERRORS, LABELS
 
 _VERSIONED_PACKAGES = ('label-images', 'apache-beam', 'tensorflow', 'tensorflow-hub', 'pyarrow',
                        'pillow')
@@ -50,7 +51,7 @@ def _version(package):
 
 
 def build_manifest(args, pipeline_options, totals, distributions, started_at, finished_at):
-  labelled, errors = totals.get('labels', 0), totals.get('errors', 0)
+  labelled, errors = totals.get(LABELS, 0), totals.get(ERRORS, 0)
   seconds = (finished_at - started_at).total_seconds()
   return {
       'input': args.input,
@@ -75,7 +76,7 @@ def build_manifest(args, pipeline_options, totals, distributions, started_at, fi
           'read_retries': totals.get('read_retries', 0),
       },
       'errors_by_kind': {name.split('.', 1)[1]: n for name, n in sorted(totals.items())
-                         if name.startswith('errors.')},
+                         if name.startswith(f'{ERRORS}.')},
       'distributions': distributions,
       'versions': {'python': platform.python_version(),
                    **{package: _version(package) for package in _VERSIONED_PACKAGES}},

@@ -1,8 +1,13 @@
-"""The Arrow schemas of the output Parquet files."""
+"""The output Parquet files: their name prefixes and Arrow schemas."""
 
 import pyarrow as pa
 
 from transforms.model import EMBEDDING_SIZE
+
+# OUTPUT_DIR/labels-*.parquet and OUTPUT_DIR/errors-*.parquet; also the names of the counters
+# of rows written to each.
+LABELS = 'labels'
+ERRORS = 'errors'
 
 LABELS_SCHEMA = pa.schema([
     pa.field('uri', pa.string(), nullable=False),

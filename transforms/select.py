@@ -11,8 +11,9 @@ from apache_beam.io.fileio import EmptyMatchTreatment
 
 from transforms import metrics
 from transforms.inputs import read_listed_uris
+from transforms.schema import ERRORS, LABELS
 
-OUTPUT_PREFIXES = ('labels', 'errors')
+OUTPUT_PREFIXES = (LABELS, ERRORS)
 
 
 def output_part_patterns(output_dir):
