@@ -182,3 +182,13 @@ def test_falls_back_to_tensorflow_when_conversion_fails(model_dir, tflite_cache,
 def test_the_tf_engine_is_tensorflow(model_dir):
   engine = load_engine(str(model_dir / 'classification'), str(model_dir / 'feature_vector'), 'tf')
   assert isinstance(engine, ImageModel) and engine.fused
+
+
+def test_the_fast_engine_isolates_a_bad_image_in_a_batch(model_dir, tflite_cache):
+  fast = load_engine(str(model_dir / 'classification'), str(model_dir / 'feature_vector'))
+  with pytest.raises(ValueError, match='expected pixels of shape'):
+    fast.predict(np.zeros((1, 224, 100, 3), np.uint8))
+  good = DecodedImage('good.jpg', np.zeros((224, 224, 3), np.uint8), 1, 1)
+  bad = DecodedImage('bad.jpg', np.zeros((224, 100, 3), np.uint8), 1, 1)
+  results = MobileNetHandler('M', 'F').run_inference([good, bad, good], fast)
+  assert [type(r.inference).__name__ for r in results] == ['ModelOutput', 'Failure', 'ModelOutput']
