@@ -102,3 +102,13 @@ def test_a_failure_that_stays_transient_becomes_unavailable(monkeypatch):
     read.read_image_bytes('gs://b/a.jpg', retry=no_wait_policy(4, []))
   assert raised.value.error == 'unavailable'
   assert 'after 4 attempts' in raised.value.message and flaky.calls == 4
+
+
+@pytest.mark.parametrize('to_uri', [
+    lambda path: f'file://{path}', lambda path: f'file://localhost{path}',
+    lambda path: 'file://' + path.replace(' ', '%20'),
+])
+def test_file_uris_read_the_local_file(tmp_path, to_uri):
+  path = tmp_path / 'a photo.jpg'
+  path.write_bytes(b'abc')
+  assert read_image_bytes(to_uri(str(path))) == b'abc'

@@ -7,6 +7,8 @@ unsupported URI) fail at once.
 
 import random
 import time
+import urllib.parse
+import urllib.request
 from typing import Callable, NamedTuple
 
 import apache_beam as beam
@@ -75,9 +77,17 @@ def permanent_kind(exc):
   return 'read_failed'
 
 
+def beam_path(uri):
+  """The path Beam's filesystems take for `uri`: they know no file:// URIs."""
+  parsed = urllib.parse.urlparse(uri)
+  if parsed.scheme == 'file' and parsed.netloc in ('', 'localhost'):
+    return urllib.request.url2pathname(parsed.path)
+  return uri
+
+
 def _read_once(uri, max_bytes):
   # UNCOMPRESSED: a name ending in .gz or .bz2 must not be inflated behind our back.
-  with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+  with FileSystems.open(beam_path(uri), compression_type=CompressionTypes.UNCOMPRESSED) as f:
     return f.read(max_bytes + 1)
 
 
