@@ -162,7 +162,8 @@ def test_bad_arguments_are_refused_clearly(args, message):
 
 
 def test_a_model_handle_without_a_saved_model_is_refused(tmp_path):
-  result = label_images('--input', os.path.join(PHOTOS_DIR, '*'), '--output', tmp_path,
+  (tmp_path / 'photo.jpg').write_bytes(b'x')
+  result = label_images('--input', tmp_path / '*.jpg', '--output', tmp_path / 'out',
                         '--model_handle', tmp_path, '--feature_handle', tmp_path)
   assert result.returncode == 2
   assert f'--model_handle: {tmp_path} is not a SavedModel directory' in result.stderr
