@@ -152,6 +152,8 @@ def local_path_problems(args):
         problems.append(f'--input: no such file: {args.input}')
     elif not _matches_any(args.input):
       problems.append(f'--input: no files match {args.input}')
+  if '://' not in args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
+    problems.append(f'--output: {args.output} is a file, not a directory')
   for flag in ('model_handle', 'feature_handle'):
     handle = getattr(args, flag)
     if '://' not in handle and not os.path.isfile(os.path.join(handle, 'saved_model.pb')):
