@@ -13,6 +13,7 @@ from transforms.inference import DEFAULT_BATCH_SIZE
 from transforms.inputs import input_format
 from transforms.labels import NUM_CLASSES
 from transforms.model import DEFAULT_ENGINE, ENGINES
+from transforms.model_store import SAVED_MODEL, is_saved_model_dir
 from transforms.read import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_READ_ATTEMPTS
 from transforms.write import DEFAULT_ROWS_PER_FILE
 
@@ -156,8 +157,8 @@ def local_path_problems(args):
     problems.append(f'--output: {args.output} is a file, not a directory')
   for flag in ('model_handle', 'feature_handle'):
     handle = getattr(args, flag)
-    if '://' not in handle and not os.path.isfile(os.path.join(handle, 'saved_model.pb')):
-      problems.append(f'--{flag}: {handle} is not a SavedModel directory (no saved_model.pb)')
+    if '://' not in handle and not is_saved_model_dir(handle):
+      problems.append(f'--{flag}: {handle} is not a SavedModel directory (no {SAVED_MODEL})')
   return problems
 
 

@@ -52,8 +52,6 @@ def stage(source, dest, feature_source=None):
   staged = []
   for module, handle in zip(MODULES, source_handles(source, feature_source)):
     local_dir = local_model_dir(handle)
-    if not os.path.isfile(os.path.join(local_dir, 'saved_model.pb')):
-      raise FileNotFoundError(f'{handle} holds no SavedModel (saved_model.pb)')
     target = FileSystems.join(dest, module)
     files = copy_tree(local_dir, target)
     print(f'staged {handle} -> {target} ({files} files)')

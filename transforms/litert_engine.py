@@ -16,6 +16,7 @@ import numpy as np
 
 from transforms.decode import IMAGE_SIZE
 from transforms.labels import NUM_CLASSES
+from transforms.model_store import CACHE_ROOT
 
 
 def convert_to_tflite(tf_model):
@@ -28,7 +29,7 @@ def convert_to_tflite(tf_model):
 class TfliteCache:
   """Converted models on local disk, named by a hash of everything the conversion read."""
 
-  ROOT = os.path.join(tempfile.gettempdir(), 'label-images-models', 'litert')
+  ROOT = os.path.join(CACHE_ROOT, 'litert')
 
   def __init__(self, *model_dirs):
     digest = hashlib.sha256()

@@ -16,7 +16,8 @@ import threading
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-_CACHE_ROOT = os.path.join(tempfile.gettempdir(), 'label-images-models')
+CACHE_ROOT = os.path.join(tempfile.gettempdir(), 'label-images-models')
+SAVED_MODEL = 'saved_model.pb'
 _copy_lock = threading.Lock()
 
 
@@ -28,20 +29,26 @@ def local_model_dir(handle):
     return hub.resolve(handle)
   if not os.path.isdir(handle):
     raise FileNotFoundError(f'model handle {handle!r} is neither a URL nor a local directory')
+  if not is_saved_model_dir(handle):
+    raise FileNotFoundError(f'{handle} holds no SavedModel ({SAVED_MODEL})')
   return handle
+
+
+def is_saved_model_dir(path):
+  return os.path.isfile(os.path.join(path, SAVED_MODEL))
 
 
 def _copy_to_local_cache(handle):
   prefix = handle.rstrip('/') + '/'
-  target = os.path.join(_CACHE_ROOT, hashlib.sha256(prefix.encode()).hexdigest()[:20])
+  target = os.path.join(CACHE_ROOT, hashlib.sha256(prefix.encode()).hexdigest()[:20])
   with _copy_lock:
     if os.path.isdir(target):
       return target
     files = FileSystems.match([prefix + '**'])[0].metadata_list
-    if not any(f.path.endswith('/saved_model.pb') for f in files):
-      raise FileNotFoundError(f'no saved_model.pb under {handle}')
-    os.makedirs(_CACHE_ROOT, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=_CACHE_ROOT, prefix='.partial-')
+    if not any(f.path.endswith('/' + SAVED_MODEL) for f in files):
+      raise FileNotFoundError(f'no {SAVED_MODEL} under {handle}')
+    os.makedirs(CACHE_ROOT, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=CACHE_ROOT, prefix='.partial-')
     for f in files:
       local_path = os.path.join(staging, f.path[len(prefix):])
       os.makedirs(os.path.dirname(local_path), exist_ok=True)
