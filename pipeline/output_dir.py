@@ -6,9 +6,9 @@ with results unless told to --resume (label only the URIs that have no row yet) 
 removed either way.
 """
 
-from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.files import matching_paths
 from transforms.select import output_part_patterns
 
 MANIFEST = 'manifest.json'
@@ -18,23 +18,17 @@ class OutputExistsError(Exception):
   pass
 
 
-def _matching(pattern):
-  try:
-    return [metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list]
-  except BeamIOError:
-    return []
-
-
 def prepare_output_dir(output_dir, resume=False, overwrite=False):
   """Raises OutputExistsError where results exist and neither resume nor overwrite is set."""
-  parts = [path for pattern in output_part_patterns(output_dir) for path in _matching(pattern)]
+  parts = [path for pattern in output_part_patterns(output_dir)
+           for path in matching_paths(pattern)]
   if parts and not (resume or overwrite):
     raise OutputExistsError(
         f'{output_dir} already holds {len(parts)} result files from an earlier run. '
         'Pass --resume to label only the URIs that have no row there yet, or --overwrite to '
         'replace them.')
-  leftovers = _matching(FileSystems.join(output_dir, '.*.tmp'))
-  doomed = leftovers + (parts + _matching(FileSystems.join(output_dir, MANIFEST))
+  leftovers = matching_paths(FileSystems.join(output_dir, '.*.tmp'))
+  doomed = leftovers + (parts + matching_paths(FileSystems.join(output_dir, MANIFEST))
                         if overwrite else [])
   if doomed:
     FileSystems.delete(doomed)

@@ -50,10 +50,24 @@ def _version(package):
     return None
 
 
-def build_manifest(args, pipeline_options, totals, distributions, started_at, finished_at):
+def build_manifest(args, pipeline_options, run_id, totals, distributions, started_at,
+                   finished_at):
   labelled, errors = totals.get(LABELS, 0), totals.get(ERRORS, 0)
   seconds = (finished_at - started_at).total_seconds()
+  counts = {name: totals.get(name, 0) for name in (
+      'uris_listed', 'blank_entries', 'duplicate_uris', 'already_done', 'uris_to_label')}
+  counts.update({
+      'labelled': labelled,
+      'errors': errors,
+      'unaccounted': unaccounted(totals),
+      'read_retries': totals.get('read_retries', 0),
+      'parts': totals.get('parts', 0),
+      'orphan_parts_deleted': totals.get('orphan_parts_deleted', 0),
+      'redundant_rows_removed': totals.get('redundant_rows', 0),
+  })
+  problems = accounting_problems(totals)
   return {
+      'run_id': run_id,
       'input': args.input,
       'output': args.output,
       'model_handle': args.model_handle,
@@ -64,23 +78,51 @@ def build_manifest(args, pipeline_options, totals, distributions, started_at, fi
       'finished_at': finished_at.isoformat(),
       'wall_seconds': round(seconds, 3),
       'images_per_second': round(labelled / seconds, 2) if seconds > 0 else None,
-      'counts': {
-          'uris_listed': totals.get('uris_listed', 0),
-          'blank_entries': totals.get('blank_entries', 0),
-          'duplicate_uris': totals.get('duplicate_uris', 0),
-          'already_done': totals.get('already_done', 0),
-          'uris_to_label': totals.get('uris_to_label', 0),
-          'labelled': labelled,
-          'errors': errors,
-          'unaccounted': totals.get('uris_to_label', 0) - labelled - errors,
-          'read_retries': totals.get('read_retries', 0),
-      },
+      'counts': counts,
+      'accounting': {'complete': not problems, 'problems': problems},
       'errors_by_kind': {name.split('.', 1)[1]: n for name, n in sorted(totals.items())
                          if name.startswith(f'{ERRORS}.')},
       'distributions': distributions,
       'versions': {'python': platform.python_version(),
                    **{package: _version(package) for package in _VERSIONED_PACKAGES}},
   }
+
+
+def unaccounted(totals):
+  """Distinct listed URIs, not already in the output, that have no row in a kept part."""
+  return (totals.get('uris_listed', 0) - totals.get('duplicate_uris', 0)
+          - totals.get('already_done', 0) - totals.get(LABELS, 0) - totals.get(ERRORS, 0))
+
+
+def accounting_problems(totals):
+  """The run's invariants, checked end to end; each broken one as a sentence with its numbers.
+
+  Every URI listed must reach the selection step (to label, a duplicate, or already done),
+  and every URI to label must end as exactly one row in a part the run kept; the rows are
+  counted from the kept parts' footers, not from the steps that made them.
+  """
+  listed, to_label, duplicates, done, labelled, errors, missing_parts = (
+      totals.get(name, 0) for name in ('uris_listed', 'uris_to_label', 'duplicate_uris',
+                                       'already_done', LABELS, ERRORS, 'parts_missing'))
+  problems = []
+  selected = to_label + duplicates + done
+  if selected != listed:
+    problems.append(
+        f'{listed} URIs were listed but {selected} came out of the selection step '
+        f'({to_label} to label, {duplicates} duplicates, {done} already in the output): '
+        f'{_difference(listed - selected)}')
+  if labelled + errors != to_label:
+    problems.append(
+        f'{to_label} URIs were to be labelled but the output parts hold {labelled + errors} '
+        f'rows for them ({labelled} labels, {errors} errors): '
+        f'{_difference(to_label - labelled - errors)}')
+  if missing_parts:
+    problems.append(f'{missing_parts} parts that writers committed are gone from the output')
+  return problems
+
+
+def _difference(short_by):
+  return f'{short_by} missing' if short_by > 0 else f'{-short_by} too many'
 
 
 def write_manifest(output_dir, manifest):
@@ -110,8 +152,8 @@ def summary(manifest):
   timings = _timings(manifest['distributions'])
   if timings:
     lines.append('  ' + timings)
-  if counts['unaccounted']:
-    lines.append(f"  WARNING: {counts['unaccounted']} URIs have neither a label nor an error row")
+  for problem in manifest['accounting']['problems']:
+    lines.append(f'  INCOMPLETE: {problem}')
   output = manifest['output']
   lines.append(f'  output: {output}/labels-*.parquet, {output}/errors-*.parquet, '
                f'{output}/{MANIFEST}')

@@ -7,6 +7,7 @@
 
 import contextlib
 import logging
+import secrets
 import sys
 
 import apache_beam as beam
@@ -21,13 +22,19 @@ from pipeline.runner import create_runner, dry_run_problems, is_local, runs_in_t
 
 EXIT_USAGE = 2
 EXIT_TOO_MANY_ERRORS = 3
+EXIT_INCOMPLETE = 4
 
 
 class UsageError(Exception):
   pass
 
 
-def build(args, pipeline_options):
+def new_run_id(started_at):
+  """Names this run's output parts: when it started, and a random tag."""
+  return f'{started_at:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}'
+
+
+def build(args, pipeline_options, run_id):
   """The pipeline, built on its runner but not run."""
   problems = dry_run_problems(pipeline_options)
   if problems:
@@ -36,13 +43,13 @@ def build(args, pipeline_options):
     pipeline = beam.Pipeline(runner=create_runner(pipeline_options), options=pipeline_options)
   except ValueError as e:  # Beam's checks of its own options, e.g. an invalid project ID
     raise UsageError(str(e)) from e
-  build_pipeline(pipeline, args)
+  build_pipeline(pipeline, args, run_id)
   return pipeline
 
 
 def dry_run(args, pipeline_options):
   """Builds the job without submitting or running it: nothing touches the network."""
-  pipeline = build(args, pipeline_options)
+  pipeline = build(args, pipeline_options, new_run_id(report.now()))
   if is_local(pipeline_options):  # the local runner has no dry run of its own
     print('label-images: dry run: built the pipeline; nothing was run')
     return
@@ -66,13 +73,20 @@ def _run(argv):
     return 0
   prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
   started_at = report.now()
+  run_id = new_run_id(started_at)
   with ProgressDisplay() if runs_in_this_process(pipeline_options) else contextlib.nullcontext():
-    result = build(args, pipeline_options).run()
+    result = build(args, pipeline_options, run_id).run()
     result.wait_until_finish()
   manifest = report.build_manifest(
-      args, pipeline_options, *report.read_metrics(result), started_at, report.now())
+      args, pipeline_options, run_id, *report.read_metrics(result), started_at, report.now())
   report.write_manifest(args.output, manifest)
   print(report.summary(manifest))
+  problems = manifest['accounting']['problems']
+  if problems:
+    print('label-images: the output does not account for every input URI: '
+          + '; '.join(problems) + '. Rerun with --resume: it labels what is missing and '
+          'removes extra copies.', file=sys.stderr)
+    return EXIT_INCOMPLETE
   fraction = report.error_fraction(manifest)
   if args.max_error_fraction is not None and fraction > args.max_error_fraction:
     counts = manifest['counts']

@@ -29,7 +29,7 @@ STEPS = {'ListUris', 'SelectUris', 'Read', 'Decode', 'Inference', 'ToRows', 'Wri
 
 def test_the_job_holds_the_steps_and_the_worker_options():
   args, options = parse_args(DATAFLOW_ARGS)
-  job = build(args, options).run().job
+  job = build(args, options, 'run').run().job
   top_level = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
   assert STEPS <= top_level
   images = [env.payload for env in job.proto_pipeline.components.environments.values()]

@@ -8,15 +8,23 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.inputs import ListImageUris, input_format
 from transforms.schema import ERRORS_SCHEMA
-from transforms.select import SelectUrisToLabel
-from transforms.write import write_part
+from transforms.select import REDUNDANT, SelectUrisToLabel
+from transforms.write import rows_to_table, write_table
 
 
-def assert_lists(input_spec, expected, resume_from=None):
-  """The distinct URIs to label from input_spec are `expected`."""
+def assert_lists(input_spec, expected, resume_from=None, redundant=()):
+  """The distinct URIs to label from input_spec are `expected`; the copies of rows to remove
+  from the output's parts are `redundant` (part, URI) pairs."""
   with BeamTestPipeline(runner='FnApiRunner') as pipeline:
-    uris = pipeline | ListImageUris(input_spec) | SelectUrisToLabel(resume_from)
-    assert_that(uris, equal_to(expected))
+    selected = pipeline | ListImageUris(input_spec) | SelectUrisToLabel(resume_from)
+    assert_that(selected.uris, equal_to(expected))
+    assert_that(selected[REDUNDANT], equal_to(redundant), label='Redundant')
+
+
+def write_errors_part(output, name, uris):
+  write_table(str(output), name, rows_to_table(
+      [{'uri': uri, 'stage': 'read', 'error': 'not_found', 'message': 'gone'} for uri in uris],
+      ERRORS_SCHEMA))
 
 
 @pytest.mark.parametrize('spec, kind', [
@@ -77,12 +85,21 @@ def test_resume_leaves_out_uris_the_output_holds(tmp_path):
   listing = tmp_path / 'list.txt'
   listing.write_text('a.jpg\nb.jpg\nc.jpg\nd.jpg\nb.jpg\n')
   output = tmp_path / 'out'
-  write_part(str(output), 'errors', [
-      {'uri': 'b.jpg', 'stage': 'read', 'error': 'not_found', 'message': 'gone'}], ERRORS_SCHEMA)
-  write_part(str(output), 'errors', [
-      {'uri': 'x.jpg', 'stage': 'read', 'error': 'not_found', 'message': 'gone'},
-      {'uri': 'd.jpg', 'stage': 'read', 'error': 'empty', 'message': 'empty'}], ERRORS_SCHEMA)
+  write_errors_part(output, 'errors-1-a-00000.parquet', ['b.jpg'])
+  write_errors_part(output, 'errors-1-b-00000.parquet', ['x.jpg', 'd.jpg'])
   assert_lists(str(listing), ['a.jpg', 'c.jpg'], resume_from=str(output))
+
+
+def test_resume_finds_rows_held_by_more_than_one_part(tmp_path):
+  listing = tmp_path / 'list.txt'
+  listing.write_text('a.jpg\nb.jpg\nc.jpg\n')
+  output = tmp_path / 'out'
+  write_errors_part(output, 'errors-1-a-00000.parquet', ['a.jpg', 'b.jpg', 'x.jpg'])
+  write_errors_part(output, 'errors-1-b-00000.parquet', ['b.jpg', 'x.jpg'])
+  write_errors_part(output, 'errors-1-c-00000.parquet', ['x.jpg'])
+  assert_lists(str(listing), ['c.jpg'], resume_from=str(output), redundant=[
+      ('errors-1-b-00000.parquet', 'b.jpg'), ('errors-1-b-00000.parquet', 'x.jpg'),
+      ('errors-1-c-00000.parquet', 'x.jpg')])
 
 
 def test_resume_into_an_empty_directory_lists_everything(tmp_path):

@@ -8,6 +8,7 @@ from transforms.model import EMBEDDING_SIZE
 # of rows written to each.
 LABELS = 'labels'
 ERRORS = 'errors'
+OUTPUT_PREFIXES = (LABELS, ERRORS)
 
 LABELS_SCHEMA = pa.schema([
     pa.field('uri', pa.string(), nullable=False),

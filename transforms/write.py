@@ -5,24 +5,39 @@ rows and at the end of the bundle: one zstd-compressed Parquet file with a singl
 group. The writer sits in the same fused stage as inference, behind no shuffle, so
 parts are committed while the run goes on and a crash loses at most the rows each
 writer had not yet written. A part is written under a temporary name and renamed into
-place, so a file named `PREFIX-*.parquet` is always complete. The part's name is a hash
-of its URIs: a bundle retried by the runner rewrites the same file instead of adding a
-duplicate.
+place, so a file named `PREFIX-*.parquet` is always complete.
+
+A part is named PREFIX-RUN-ATTEMPT-N.parquet: the run, the bundle attempt that wrote it
+(new each time a runner retries a bundle) and its number within that attempt. Every
+writer emits a CommittedPart for each part it wrote; the runner keeps the outputs of
+successful bundles only, so after the last write the run knows exactly which of its
+parts to keep (transforms/commit.py deletes the others).
 """
 
 import collections
 import hashlib
 import uuid
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms import metrics
+from transforms.files import delete_paths, parquet_rows, read_parquet
 
 DEFAULT_ROWS_PER_FILE = 2000
+
+
+class CommittedPart(NamedTuple):
+  path: str
+  rows: int
+  counts: dict  # rows per value of the writer's count_column, e.g. errors by kind
+  new_rows: bool = True  # False for a part that re-homes rows of earlier runs
 
 
 def rows_to_table(rows, schema):
@@ -37,57 +52,93 @@ def rows_to_table(rows, schema):
   return pa.Table.from_arrays(columns, schema=schema)
 
 
-def part_name(prefix, rows):
-  uris = '\n'.join(sorted(row['uri'] for row in rows))
-  return f'{prefix}-{hashlib.sha256(uris.encode()).hexdigest()[:16]}.parquet'
+def part_name(prefix, run_id, attempt, number):
+  return f'{prefix}-{run_id}-{attempt}-{number:05d}.parquet'
 
 
-def write_part(output_dir, prefix, rows, schema):
-  """Writes rows to OUTPUT_DIR/PREFIX-<hash>.parquet atomically; returns its path."""
-  final_path = FileSystems.join(output_dir, part_name(prefix, rows))
-  temp_path = FileSystems.join(output_dir, f'.{prefix}-{uuid.uuid4().hex}.tmp')
-  table = rows_to_table(rows, schema)
+def run_part_pattern(output_dir, prefix, run_id):
+  """Every part of PREFIX written by run RUN_ID, whichever attempt wrote it."""
+  return FileSystems.join(output_dir, f'{prefix}-{run_id}-*.parquet')
+
+
+def run_temp_pattern(output_dir, run_id):
+  return FileSystems.join(output_dir, f'.*-{run_id}-*.tmp')
+
+
+def write_table(output_dir, name, table):
+  """Writes table to OUTPUT_DIR/NAME atomically, as one row group; returns its path."""
+  final_path = FileSystems.join(output_dir, name)
+  stem = name.rsplit('.', 1)[0]
+  temp_path = FileSystems.join(output_dir, f'.{stem}-{uuid.uuid4().hex[:8]}.tmp')
   with FileSystems.create(temp_path) as f:
-    pq.write_table(table, f, compression='zstd', row_group_size=len(rows))
-  # Replaces a part a retried bundle wrote before: the same URIs, the same rows.
+    pq.write_table(table, f, compression='zstd', row_group_size=max(1, table.num_rows))
   FileSystems.rename([temp_path], [final_path])
   return final_path
 
 
-class WriteParquetParts(beam.DoFn):
-  """rows (dicts of `schema`) -> Parquet parts in OUTPUT_DIR named PREFIX-<hash>.parquet.
+def remove_rows(part_path, uris, run_id):
+  """Rewrites a part of an earlier run without the rows of `uris` (copies of rows kept in
+  another part); returns the CommittedPart of what remains, or None when nothing does.
 
-  Counters in the 'label_images' namespace: PREFIX (rows committed) and, with
-  count_column, PREFIX.VALUE for each value of that column.
+  The new part is written before the old one is deleted, so a crash in between leaves a
+  copy too many, which the next --resume removes, never a row too few. Its name derives
+  from the old one, so a retried rewrite finds or replaces its own output.
+  """
+  directory, name = FileSystems.split(part_path)
+  digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+  new_path = FileSystems.join(
+      directory, part_name(name.split('-', 1)[0], run_id, f'dedup{digest}', 0))
+  if not FileSystems.exists(part_path):  # a retry, after the first attempt deleted it
+    return (CommittedPart(new_path, parquet_rows(new_path), {}, new_rows=False)
+            if FileSystems.exists(new_path) else None)
+  table = read_parquet(part_path)
+  kept = table.filter(pc.invert(pc.is_in(table.column('uri'), pa.array(sorted(uris)))))
+  committed = None
+  if kept.num_rows:
+    write_table(directory, FileSystems.split(new_path)[1], kept)
+    committed = CommittedPart(new_path, kept.num_rows, {}, new_rows=False)
+  delete_paths([part_path])
+  return committed
+
+
+class WriteParquetParts(beam.DoFn):
+  """rows (dicts of `schema`) -> Parquet parts in OUTPUT_DIR; emits a CommittedPart for each.
+
+  With count_column, each CommittedPart counts its rows per value of that column.
   """
 
-  def __init__(self, output_dir, prefix, schema, rows_per_file=DEFAULT_ROWS_PER_FILE,
+  def __init__(self, output_dir, prefix, schema, run_id, rows_per_file=DEFAULT_ROWS_PER_FILE,
                count_column=None):
     self._output_dir = output_dir
     self._prefix = prefix
     self._schema = schema
+    self._run_id = run_id
     self._rows_per_file = rows_per_file
     self._count_column = count_column
-    self._rows_written = metrics.counter(prefix)
     self._rows = []
+    self._attempt = None
+    self._parts_written = 0
 
   def start_bundle(self):
     self._rows = []
+    self._attempt = uuid.uuid4().hex[:12]
+    self._parts_written = 0
 
   def process(self, row):
     self._rows.append(row)
     metrics.PROCESS_TALLY.add(self._prefix)
     if len(self._rows) >= self._rows_per_file:
-      self._write()
+      yield self._write()
 
   def finish_bundle(self):
     if self._rows:
-      self._write()
+      yield GlobalWindows.windowed_value(self._write())
 
   def _write(self):
     rows, self._rows = self._rows, []
-    write_part(self._output_dir, self._prefix, rows, self._schema)
-    self._rows_written.inc(len(rows))
-    if self._count_column:
-      for value, count in collections.Counter(row[self._count_column] for row in rows).items():
-        metrics.counter(f'{self._prefix}.{value}').inc(count)
+    name = part_name(self._prefix, self._run_id, self._attempt, self._parts_written)
+    self._parts_written += 1
+    path = write_table(self._output_dir, name, rows_to_table(rows, self._schema))
+    counts = (dict(collections.Counter(row[self._count_column] for row in rows))
+              if self._count_column else {})
+    return CommittedPart(path, len(rows), counts)

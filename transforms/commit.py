@@ -1,0 +1,75 @@
+"""The run's last step, after every part is written: keep what successful bundles committed.
+
+A runner that retries a failed bundle (Dataflow retries a work item up to four times in
+batch) may have let the failed attempt write parts before it failed. Those parts hold
+rows that the successful attempt wrote again, perhaps split differently. Only the
+CommittedParts of successful bundles reach this step, so every other part of this run is
+an orphan: it is deleted, with this run's temporary files. The rows are then counted
+from the kept parts' own Parquet footers, so the run's totals describe the files on disk.
+
+Counters: labels, errors (rows in kept parts), errors.KIND, parts, orphan_parts_deleted,
+parts_missing (committed, yet gone: never expected; the run's accounting reports it).
+"""
+
+import collections
+import concurrent.futures
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import metrics
+from transforms.files import delete_paths, matching_paths, parquet_rows
+from transforms.schema import ERRORS, OUTPUT_PREFIXES
+from transforms.write import run_part_pattern, run_temp_pattern
+
+_FOOTER_READERS = 16
+
+
+def _prefix_of(path):
+  return FileSystems.split(path)[1].split('-', 1)[0]
+
+
+class _Finalize(beam.DoFn):
+
+  def __init__(self, output_dir, run_id):
+    self._output_dir = output_dir
+    self._run_id = run_id
+
+  def process(self, committed_parts):
+    on_disk = {path for prefix in OUTPUT_PREFIXES
+               for path in matching_paths(run_part_pattern(self._output_dir, prefix,
+                                                           self._run_id))}
+    committed = {part.path: part for part in committed_parts}
+    orphans = sorted(on_disk - set(committed))
+    delete_paths(orphans + matching_paths(run_temp_pattern(self._output_dir, self._run_id)))
+    metrics.counter('orphan_parts_deleted').inc(len(orphans))
+    missing = [path for path in committed if path not in on_disk]
+    metrics.counter('parts_missing').inc(len(missing))
+
+    new_parts = [part for part in committed.values() if part.new_rows and part.path in on_disk]
+    with concurrent.futures.ThreadPoolExecutor(_FOOTER_READERS) as pool:
+      rows = dict(zip([part.path for part in new_parts],
+                      pool.map(parquet_rows, [part.path for part in new_parts])))
+    rows_by_prefix, kinds = collections.Counter(), collections.Counter()
+    for part in new_parts:
+      rows_by_prefix[_prefix_of(part.path)] += rows[part.path]
+      kinds.update(part.counts)
+    for prefix in OUTPUT_PREFIXES:
+      metrics.counter(prefix).inc(rows_by_prefix[prefix])
+    for kind, count in kinds.items():
+      metrics.counter(f'{ERRORS}.{kind}').inc(count)
+    metrics.counter('parts').inc(len(new_parts))
+
+
+class FinalizeRun(beam.PTransform):
+  """CommittedParts of every writer -> (after all of them) orphans deleted, rows counted."""
+
+  def __init__(self, output_dir, run_id):
+    super().__init__()
+    self._output_dir = output_dir
+    self._run_id = run_id
+
+  def expand(self, committed_parts):
+    return (committed_parts
+            | 'AllCommitted' >> beam.combiners.ToList()
+            | 'KeepCommitted' >> beam.ParDo(_Finalize(self._output_dir, self._run_id)))
