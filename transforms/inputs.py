@@ -88,6 +88,7 @@ class _StripAndCount(beam.DoFn):
     uri = (uri or '').strip()
     if uri:
       self._listed.inc()
+      metrics.PROCESS_TALLY.add('uris_listed')
       yield uri
     else:
       self._blank.inc()
