@@ -34,14 +34,19 @@ def build_pipeline(pipeline, options, run_id):
 
   label_parts = rows.labels | 'WriteLabels' >> beam.ParDo(WriteParquetParts(
       options.output, LABELS, LABELS_SCHEMA, run_id, options.rows_per_file))
-  failures = ((read[FAILURES], decoded[FAILURES], rows[FAILURES])
-              | 'AllFailures' >> beam.Flatten()
-              | 'FailureRows' >> beam.Map(lambda failure: failure._asdict()))
-  error_parts = failures | 'WriteErrors' >> beam.ParDo(WriteParquetParts(
-      options.output, ERRORS, ERRORS_SCHEMA, run_id, options.rows_per_file,
-      count_column='error'))
+  # One errors writer per stage that fails images: FnApiRunner materializes every Flatten
+  # of several inputs, so one writer behind a Flatten would only start after the last
+  # image, holding every error row in memory until then.
+  error_parts = [
+      failures
+      | f'{stage}ErrorRows' >> beam.Map(lambda failure: failure._asdict())
+      | f'Write{stage}Errors' >> beam.ParDo(WriteParquetParts(
+          options.output, ERRORS, ERRORS_SCHEMA, run_id, options.rows_per_file,
+          count_column='error'))
+      for stage, failures in (('Read', read[FAILURES]), ('Decode', decoded[FAILURES]),
+                              ('Inference', rows[FAILURES]))]
   rewritten_parts = selected[REDUNDANT] | 'RemoveRedundantRows' >> RemoveRedundantRows(
       options.output, run_id)
-  _ = ((label_parts, error_parts, rewritten_parts)
+  _ = ((label_parts, *error_parts, rewritten_parts)
        | 'AllParts' >> beam.Flatten()
        | 'Commit' >> FinalizeRun(options.output, run_id))

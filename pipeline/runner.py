@@ -4,7 +4,7 @@ from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptio
 from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.portability.api import beam_provision_api_pb2
-from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
 from pipeline import gcs_emulator
@@ -48,6 +48,25 @@ def create_runner(pipeline_options):
     setup.beam_plugins = (setup.beam_plugins or []) + [gcs_emulator.__name__]
   if not is_local(pipeline_options):
     return None
+  flush_data_at_element_boundaries_only()
   encoded_options = JobServiceHandle.encode_pipeline_options(pipeline_options.get_all_options())
   return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
       beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded_options)))
+
+
+def flush_data_at_element_boundaries_only():
+  """Turns off the data plane's flush on a timer, which loses or splits elements.
+
+  FnApiRunner gives its in-process workers data streams that a timer thread flushes once a
+  second (TimeBasedBufferingClosableOutputStream, apache_beam/runners/worker/data_plane.py).
+  That thread sends and clears the buffer while the worker thread may be halfway through
+  encoding an element into it, without a lock between them: the bytes the worker writes
+  between the timer's read and clear are lost, and an element cut in two reaches the runner
+  in two messages, each decoded on its own. The runner then fails ("Invalid
+  PaneInfoEncoding", "Unknown type tag") or, when the cut happens to decode, drops or
+  garbles elements silently. It takes a worker emitting fast for over a second into one
+  stream, as listing a million URIs does. With no time limit the streams flush only when
+  they hold 10 MB, from the worker's own thread, between elements (as on Dataflow and in
+  the in_memory and multi_processing modes). tests/beam_repro/ reproduces it in plain Beam.
+  """
+  worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0

@@ -24,7 +24,8 @@ DATAFLOW_ARGS = [
     '--experiments', 'no_use_multiple_sdk_containers',
 ]
 STEPS = {'ListUris', 'SelectUris', 'Read', 'Decode', 'Inference', 'ToRows', 'WriteLabels',
-         'AllFailures', 'FailureRows', 'WriteErrors'}
+         'WriteReadErrors', 'WriteDecodeErrors', 'WriteInferenceErrors', 'RemoveRedundantRows',
+         'AllParts', 'Commit'}
 
 
 def test_the_job_holds_the_steps_and_the_worker_options():

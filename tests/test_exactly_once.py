@@ -104,13 +104,14 @@ def test_resume_after_a_job_that_failed_mid_retries_holds_each_uri_once(
 def drop_in_selection(monkeypatch):
   """Loses every URI of a photo between listing and selection, as FnApiRunner's
   multi-threaded data plane did, without a counter noticing."""
-  keep_new = select._KeepNew.process  # pylint: disable=protected-access
+  select_in_shard = select._SelectInShard.process  # pylint: disable=protected-access
 
-  def process(dofn, grouped):
-    if not grouped[0].endswith('.bmp'):
-      yield from keep_new(dofn, grouped)
+  def process(dofn, shard_and_packs):
+    for output in select_in_shard(dofn, shard_and_packs):
+      if not (isinstance(output, str) and output.endswith('.bmp')):
+        yield output
 
-  monkeypatch.setattr(select._KeepNew, 'process', process)  # pylint: disable=protected-access
+  monkeypatch.setattr(select._SelectInShard, 'process', process)  # pylint: disable=protected-access
 
 
 def drop_in_writer(monkeypatch):

@@ -1,16 +1,25 @@
 """Choosing the URIs to label: each distinct URI once, less those the output already holds.
 
-One grouping by URI both collapses duplicates and, when resuming, leaves out every URI
-that already has a row in OUTPUT_DIR's labels-*.parquet or errors-*.parquet. The same
-grouping finds URIs with a row in more than one part, which a crashed job can leave (a
-bundle that failed after writing a part, then retried, wrote its rows again): one copy
-is kept and the parts holding the others are rewritten without them.
+One grouping both collapses duplicates and, when resuming, leaves out every URI that
+already has a row in OUTPUT_DIR's labels-*.parquet or errors-*.parquet. The same grouping
+finds URIs with a row in more than one part, which a crashed job can leave (a bundle that
+failed after writing a part, then retried, wrote its rows again): one copy is kept and the
+parts holding the others are rewritten without them.
+
+The grouping is by shard of the URI, not by URI, and each step upstream packs a bundle's
+URIs per shard into one compressed blob: the grouping then holds a few bytes per URI
+instead of a keyed Python object per URI, which on the local runner all sit in memory.
 """
+
+import collections
+import pickle
+import zlib
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.fileio import EmptyMatchTreatment
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms import metrics
 from transforms.inputs import read_listed_uris
@@ -19,10 +28,18 @@ from transforms.write import remove_rows
 
 # The tagged output of (part file name, URI) for rows that another part also holds.
 REDUNDANT = 'redundant'
+SHARDS = 1024
+# URIs a packing step holds before it emits its packs: about 10 MB.
+PACK_LIMIT = 100_000
+_LISTED, _DONE = 'listed', 'done'
 
 
 def output_part_patterns(output_dir):
   return [FileSystems.join(output_dir, f'{prefix}-*.parquet') for prefix in OUTPUT_PREFIXES]
+
+
+def shard_of(uri):
+  return zlib.crc32(uri.encode('utf-8', 'surrogatepass')) % SHARDS
 
 
 def _uris_with_part(path):
@@ -30,7 +47,39 @@ def _uris_with_part(path):
   return ((uri, part) for uri in read_listed_uris(path))
 
 
-class _KeepNew(beam.DoFn):
+def _unpack(blob):
+  return pickle.loads(zlib.decompress(blob))
+
+
+class _PackByShard(beam.DoFn):
+  """URIs (listed) or (URI, part) pairs (done) -> (shard, (source, compressed list))."""
+
+  def __init__(self, source):
+    self._source = source
+    self._packs = None
+    self._held = 0
+
+  def start_bundle(self):
+    self._packs, self._held = collections.defaultdict(list), 0
+
+  def process(self, element):
+    uri = element if self._source == _LISTED else element[0]
+    self._packs[shard_of(uri)].append(element)
+    self._held += 1
+    if self._held >= PACK_LIMIT:
+      yield from self._emit()
+
+  def finish_bundle(self):
+    for shard_and_pack in self._emit():
+      yield GlobalWindows.windowed_value(shard_and_pack)
+
+  def _emit(self):
+    packs, self._packs, self._held = self._packs, collections.defaultdict(list), 0
+    for shard, elements in packs.items():
+      yield shard, (self._source, zlib.compress(pickle.dumps(elements, protocol=5), 1))
+
+
+class _SelectInShard(beam.DoFn):
 
   def __init__(self):
     self._to_label = metrics.counter('uris_to_label')
@@ -38,23 +87,28 @@ class _KeepNew(beam.DoFn):
     self._already_done = metrics.counter('already_done')
     self._redundant = metrics.counter('redundant_rows')
 
-  def process(self, grouped):
-    uri, sources = grouped
-    for part in sorted(set(sources['done']))[1:]:
-      self._redundant.inc()
-      yield beam.pvalue.TaggedOutput(REDUNDANT, (part, uri))
-    listed = len(sources['listed'])
-    if not listed:
-      return
-    self._duplicates.inc(listed - 1)
-    metrics.PROCESS_TALLY.add('duplicate_uris', listed - 1)
-    if sources['done']:
-      self._already_done.inc()
-      metrics.PROCESS_TALLY.add('already_done')
-      return
-    self._to_label.inc()
-    metrics.PROCESS_TALLY.add('uris_to_label')
-    yield uri
+  def process(self, shard_and_packs):
+    listed, done = collections.Counter(), collections.defaultdict(set)
+    for source, blob in shard_and_packs[1]:
+      if source == _LISTED:
+        listed.update(_unpack(blob))
+      else:
+        for uri, part in _unpack(blob):
+          done[uri].add(part)
+    for uri, parts in done.items():
+      for part in sorted(parts)[1:]:
+        self._redundant.inc()
+        yield beam.pvalue.TaggedOutput(REDUNDANT, (part, uri))
+    for uri, times in listed.items():
+      self._duplicates.inc(times - 1)
+      metrics.PROCESS_TALLY.add('duplicate_uris', times - 1)
+      if uri in done:
+        self._already_done.inc()
+        metrics.PROCESS_TALLY.add('already_done')
+      else:
+        self._to_label.inc()
+        metrics.PROCESS_TALLY.add('uris_to_label')
+        yield uri
 
 
 class SelectUrisToLabel(beam.PTransform):
@@ -69,15 +123,18 @@ class SelectUrisToLabel(beam.PTransform):
     self._resume_from = resume_from
 
   def expand(self, uris):
-    listed = uris | 'KeyListed' >> beam.Map(lambda uri: (uri, None))
+    listed = uris | 'PackListed' >> beam.ParDo(_PackByShard(_LISTED))
     patterns = output_part_patterns(self._resume_from) if self._resume_from else []
     done = (uris.pipeline
             | 'DonePatterns' >> beam.Create(patterns).with_output_types(str)
             | 'MatchDone' >> fileio.MatchAll(EmptyMatchTreatment.ALLOW)
-            | 'ReadDone' >> beam.FlatMap(lambda metadata: _uris_with_part(metadata.path)))
-    return ({'listed': listed, 'done': done}
-            | 'GroupByUri' >> beam.CoGroupByKey()
-            | 'KeepNew' >> beam.ParDo(_KeepNew()).with_outputs(REDUNDANT, main='uris'))
+            | 'ReadDone' >> beam.FlatMap(lambda metadata: _uris_with_part(metadata.path))
+            | 'PackDone' >> beam.ParDo(_PackByShard(_DONE)))
+    return ((listed, done)
+            | 'BothSources' >> beam.Flatten()
+            | 'GroupByShard' >> beam.GroupByKey()
+            | 'SelectInShard' >> beam.ParDo(_SelectInShard()).with_outputs(REDUNDANT,
+                                                                           main='uris'))
 
 
 class _RemoveRows(beam.DoFn):
