@@ -41,6 +41,30 @@ def read_lines(path: str) -> typing.Iterable[str]:  # typed: the keys get StrUtf
       yield line.rstrip('\n')
 
 
+def write_lines(directory, count):
+  path = os.path.join(directory, 'lines.txt')
+  with open(path, 'w', encoding='ascii') as f:
+    f.writelines(f'line-{i:09d}\n' for i in range(count))
+  return path
+
+
+def grouped_count(runner, options, lines, cogroup=False):
+  """How many distinct lines of the file `lines` came out of the grouping."""
+  counted = os.path.join(os.path.dirname(lines), 'count')
+  with beam.Pipeline(runner=runner, options=options) as pipeline:
+    keyed = (pipeline | beam.Create([lines]) | beam.FlatMap(read_lines)
+             | beam.Map(lambda line: (line, None)))
+    if cogroup:
+      empty = pipeline | 'Empty' >> beam.Create([]) | 'KeyEmpty' >> beam.Map(lambda x: (x, 0))
+      grouped = {'lines': keyed, 'empty': empty} | beam.CoGroupByKey()
+    else:
+      grouped = keyed | beam.GroupByKey()
+    _ = (grouped | beam.combiners.Count.Globally()
+         | beam.Map(lambda count: open(counted, 'w', encoding='ascii').write(str(count))))
+  with open(counted, encoding='ascii') as f:
+    return int(f.read())
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--lines', type=int, default=1_000_000)
@@ -50,32 +74,16 @@ def main():
   resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
   if args.route_around:
     worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
-
-  directory = tempfile.mkdtemp()
-  lines = os.path.join(directory, 'lines.txt')
-  with open(lines, 'w', encoding='ascii') as f:
-    f.writelines(f'line-{i:09d}\n' for i in range(args.lines))
-  counted = os.path.join(directory, 'count')
   options = PipelineOptions(['--direct_running_mode=multi_threading', '--direct_num_workers=0'])
   runner = fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
       beam_provision_api_pb2.ProvisionInfo(pipeline_options=JobServiceHandle.
                                            encode_pipeline_options(options.get_all_options()))))
+  lines = write_lines(tempfile.mkdtemp(), args.lines)
   try:
-    with beam.Pipeline(runner=runner, options=options) as pipeline:
-      keyed = (pipeline | beam.Create([lines]) | beam.FlatMap(read_lines)
-               | beam.Map(lambda line: (line, None)))
-      if args.cogroup:
-        empty = pipeline | 'Empty' >> beam.Create([]) | 'KeyEmpty' >> beam.Map(lambda x: (x, 0))
-        grouped = {'lines': keyed, 'empty': empty} | beam.CoGroupByKey()
-      else:
-        grouped = keyed | beam.GroupByKey()
-      _ = (grouped | beam.combiners.Count.Globally()
-           | beam.Map(lambda count: open(counted, 'w', encoding='ascii').write(str(count))))
+    count = grouped_count(runner, options, lines, args.cogroup)
   except Exception as e:  # pylint: disable=broad-except
     print(f'runner failed: {type(e).__name__}: {str(e).splitlines()[-1][:300]}')
     return 2
-  with open(counted, encoding='ascii') as f:
-    count = int(f.read())
   print(f'{count} of {args.lines} lines grouped')
   return 0 if count == args.lines else 1
 
