@@ -2,6 +2,7 @@
 
   python tests/perf/benchmark.py --images N [--modes stock,pipeline,tf_engine,fast_engine]
                                  [--json PATH]
+  python tests/perf/benchmark.py --uris N [--json PATH]
 
 Makes (once, cached) N JPEGs of about 500x375 at quality 90 from the shared photos
 (random crops, scales and flips) and the fixture model, then measures in one run:
@@ -16,6 +17,11 @@ equals the TF SavedModel's top-1 (and the embeddings' least cosine similarity to
 feature vectors). Whole-process modes run once on a few images first, so that both find
 the images in the page cache and the pipeline finds its converted model cached, as on any
 run after the first.
+
+--uris N is the scale mode: label-images with its defaults on lists of N/10 and N URIs of
+missing files (each becomes a not_found error row, so no image is decoded), reporting
+each run's URIs/s and peak RSS, and the memory each further URI costs:
+rss_kb_per_uri = (peak RSS at N - peak RSS at N/10) / (0.9 N).
 """
 
 import argparse
@@ -109,6 +115,27 @@ def measure_pipeline(images_dir, count, handles, out_dir):
   return {'images_per_s': count / seconds, 'cpu': cpu, 'peak_rss_mb': rss, 'output': output}
 
 
+def measure_scale(count, handles, out_dir):
+  """Whole-process URIs/s and peak RSS on lists of count/10 and count missing files, after a
+  warm-up run that leaves the converted model in its cache."""
+  results = {}
+  for uris in (WARM_UP_IMAGES, count // 10, count):
+    listing = os.path.join(out_dir, f'missing-{uris}.txt')
+    with open(listing, 'w', encoding='utf-8') as f:
+      f.writelines(f'{out_dir}/nowhere/{i % 997:03d}/image-{i:08d}.jpg\n' for i in range(uris))
+    seconds, cpu, rss = run_process([
+        sys.executable, '-m', 'pipeline.run', '--input', listing, '--output',
+        os.path.join(out_dir, f'scale-{uris}'), '--model_handle', handles[0],
+        '--feature_handle', handles[1]])
+    results[uris] = {'uris_per_s': round(uris / seconds, 1), 'cpu': round(cpu, 2),
+                     'peak_rss_mb': round(rss, 1)}
+  del results[WARM_UP_IMAGES]
+  small, large = count // 10, count
+  growth_kb = (results[large]['peak_rss_mb'] - results[small]['peak_rss_mb']) * 1024
+  return {'uris': {str(n): result for n, result in results.items()},
+          'rss_kb_per_uri': round(growth_kb / (large - small), 3)}
+
+
 def decoded_pixels(images_dir):
   paths = sorted(glob.glob(os.path.join(images_dir, '*.jpg')))
   pixels = []
@@ -157,6 +184,8 @@ def agreement(pipeline_output, paths, pixels, handles):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--images', type=int, default=400)
+  parser.add_argument('--uris', type=int,
+                      help='scale mode: peak memory per listed URI, on N/10 and N missing files')
   parser.add_argument('--modes', default=','.join(MODES))
   parser.add_argument('--json', help='where to write the results as JSON')
   args = parser.parse_args()
@@ -165,9 +194,19 @@ def main():
   if unknown:
     parser.error(f'unknown modes: {sorted(unknown)}; choose from {MODES}')
 
-  images_dir = make_images(args.images)
   handles = fixture_models()
   out_dir = tempfile.mkdtemp(prefix='label-images-benchmark-')
+  if args.uris:
+    report = measure_scale(args.uris, handles, out_dir)
+    print(f'{os.cpu_count()} cores; label-images on lists of missing files')
+    print(f"{'URIs':>9} {'URIs/s':>9} {'CPU (cores)':>12} {'peak RSS MB':>12}")
+    for uris, result in report['uris'].items():
+      print(f"{uris:>9} {result['uris_per_s']:>9.1f} {result['cpu']:>12.2f} "
+            f"{result['peak_rss_mb']:>12.0f}")
+    print(f"rss_kb_per_uri: {report['rss_kb_per_uri']}")
+    write_json(args.json, report)
+    return
+  images_dir = make_images(args.images)
   paths, pixels = decoded_pixels(images_dir)  # also brings the files into the page cache
   results = {}
   for mode in modes:
@@ -200,8 +239,12 @@ def main():
   for key, value in report.items():
     if key not in modes and key != 'images':
       print(f'{key}: {value}')
-  if args.json:
-    with open(args.json, 'w', encoding='utf-8') as f:
+  write_json(args.json, report)
+
+
+def write_json(path, report):
+  if path:
+    with open(path, 'w', encoding='utf-8') as f:
       json.dump(report, f, indent=2)
 
 
