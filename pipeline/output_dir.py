@@ -6,6 +6,7 @@ with results unless told to --resume (label only the URIs that have no row yet) 
 removed either way.
 """
 
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.files import matching_paths
@@ -19,9 +20,13 @@ class OutputExistsError(Exception):
 
 
 def prepare_output_dir(output_dir, resume=False, overwrite=False):
-  """Raises OutputExistsError where results exist and neither resume nor overwrite is set."""
-  parts = [path for pattern in output_part_patterns(output_dir)
-           for path in matching_paths(pattern)]
+  """Raises OutputExistsError where results exist and neither resume nor overwrite is set,
+  or where the directory cannot be listed."""
+  try:
+    parts = [path for pattern in output_part_patterns(output_dir)
+             for path in matching_paths(pattern)]
+  except BeamIOError as e:
+    raise OutputExistsError(f'cannot list {output_dir}: {e}') from e
   if parts and not (resume or overwrite):
     raise OutputExistsError(
         f'{output_dir} already holds {len(parts)} result files from an earlier run. '

@@ -89,7 +89,8 @@ class ProgressDisplay:
       if now - printed_at < print_interval:
         continue
       printed_at = now
-      line = progress_line(tally, now - self._labelling_since if self._labelling_since else 0.0)
+      labelling = now - self._labelling_since if self._labelling_since is not None else 0.0
+      line = progress_line(tally, labelling)
       if self._interactive:
         self._stream.write(f'\r\x1b[K{line}')
       else:

@@ -31,7 +31,7 @@ class UsageError(Exception):
 
 def new_run_id(started_at):
   """Names this run's output parts: when it started, and a random tag."""
-  return f'{started_at:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}'
+  return f'{started_at:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}'
 
 
 def build(args, pipeline_options, run_id):

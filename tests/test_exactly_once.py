@@ -10,6 +10,8 @@ import json
 import os
 import threading
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import PHOTOS_DIR, REFERENCE_LABELS
@@ -101,17 +103,38 @@ def test_resume_after_a_job_that_failed_mid_retries_holds_each_uri_once(
   assert counts['unaccounted'] == 0
 
 
-def drop_in_selection(monkeypatch):
-  """Loses every URI of a photo between listing and selection, as FnApiRunner's
-  multi-threaded data plane did, without a counter noticing."""
-  select_in_shard = select._SelectInShard.process  # pylint: disable=protected-access
+def test_resume_rewrites_a_part_whose_rows_are_partly_copies(listing, model_dir, tmp_path):
+  """A failed attempt's part holding rows of a successful part and one row nowhere else:
+  the copies go, the rest is kept in a rewritten part that the commit step keeps."""
+  path, uris = listing
+  output = tmp_path / 'out'
+  args = ['--input', path, '--output', output, *model_args(model_dir)]
+  assert label_images_here(*args, '--rows_per_file', 3) == 0
+  kept_part = sorted(output.glob('labels-*.parquet'))[0]
+  rows = pq.read_table(kept_part)
+  only_copy = rows.slice(0, 1).set_column(0, rows.schema.field('uri'),
+                                          pa.array(['/elsewhere/only-here.jpg']))
+  failed_attempt = output / 'labels-failed-zzzz-00000.parquet'
+  pq.write_table(pa.concat_tables([rows.slice(0, 2), only_copy]), failed_attempt)
+  path.write_text(path.read_text() + '/elsewhere/only-here.jpg\n')
 
-  def process(dofn, shard_and_packs):
-    for output in select_in_shard(dofn, shard_and_packs):
-      if not (isinstance(output, str) and output.endswith('.bmp')):
-        yield output
+  assert label_images_here(*args, '--resume') == 0
+  assert_each_uri_once(output, uris + ['/elsewhere/only-here.jpg'])
+  assert not failed_attempt.exists()
+  counts = manifest_counts(output)
+  assert (counts['redundant_rows_removed'], counts['already_done']) == (2, len(uris) + 1)
 
-  monkeypatch.setattr(select._SelectInShard, 'process', process)  # pylint: disable=protected-access
+
+def drop_before_selection(monkeypatch):
+  """Loses every photo in .bmp between listing and selection, as FnApiRunner's
+  multi-threaded data plane did: listed, never selected."""
+  pack = select._PackByShard.process  # pylint: disable=protected-access
+
+  def process(dofn, uri):
+    if not uri.endswith('.bmp'):
+      yield from pack(dofn, uri)
+
+  monkeypatch.setattr(select._PackByShard, 'process', process)  # pylint: disable=protected-access
 
 
 def drop_in_writer(monkeypatch):
@@ -124,9 +147,26 @@ def drop_in_writer(monkeypatch):
   monkeypatch.setattr(write, 'rows_to_table', short_table)
 
 
-@pytest.mark.parametrize('drop', [drop_in_selection, drop_in_writer])
+def lose_a_part(monkeypatch):
+  """Deletes each labels part right after its writer reported it committed."""
+  write_part = WriteParquetParts._write  # pylint: disable=protected-access
+
+  def write_then_lose(writer):
+    committed = write_part(writer)
+    if writer._prefix == LABELS:  # pylint: disable=protected-access
+      os.remove(committed.path)
+    return committed
+
+  monkeypatch.setattr(WriteParquetParts, '_write', write_then_lose)
+
+
+@pytest.mark.parametrize('drop, problem', [
+    (drop_before_selection, 'came out of the selection step'),
+    (drop_in_writer, 'the output parts hold'),
+    (lose_a_part, 'parts that writers committed are gone'),
+])
 def test_an_output_short_of_its_input_exits_4_and_says_how_many(
-    drop, listing, model_dir, tmp_path, monkeypatch, capsys):
+    drop, problem, listing, model_dir, tmp_path, monkeypatch, capsys):
   path, uris = listing
   output = tmp_path / 'out'
   drop(monkeypatch)
@@ -134,8 +174,9 @@ def test_an_output_short_of_its_input_exits_4_and_says_how_many(
                              *model_args(model_dir))
   assert status == run.EXIT_INCOMPLETE
   missing = len(uris) - len(output_uris(output))
-  assert missing >= (5 if drop is drop_in_selection else 1)
-  assert f'{missing} missing' in capsys.readouterr().err
+  assert missing >= (5 if drop is drop_before_selection else 1)
+  message = capsys.readouterr().err
+  assert f'{missing} missing' in message and problem in message
   manifest = json.loads((output / 'manifest.json').read_text())
   assert manifest['accounting']['complete'] is False
   assert manifest['counts']['unaccounted'] == missing

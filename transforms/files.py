@@ -6,11 +6,9 @@ from apache_beam.io.filesystems import FileSystems
 
 
 def matching_paths(pattern):
-  """The paths matching a glob; none where its directory does not exist."""
-  try:
-    return [metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list]
-  except BeamIOError:
-    return []
+  """The paths matching a glob, none where its directory does not exist; a listing that
+  fails raises BeamIOError (the step that asked is retried, rather than seeing nothing)."""
+  return [metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list]
 
 
 def delete_paths(paths):

@@ -23,7 +23,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from transforms import metrics
 from transforms.inputs import read_listed_uris
-from transforms.schema import OUTPUT_PREFIXES
+from transforms.schema import LABELS, OUTPUT_PREFIXES
 from transforms.write import remove_rows
 
 # The tagged output of (part file name, URI) for rows that another part also holds.
@@ -82,10 +82,8 @@ class _PackByShard(beam.DoFn):
 class _SelectInShard(beam.DoFn):
 
   def __init__(self):
-    self._to_label = metrics.counter('uris_to_label')
-    self._duplicates = metrics.counter('duplicate_uris')
-    self._already_done = metrics.counter('already_done')
-    self._redundant = metrics.counter('redundant_rows')
+    self._counters = {name: metrics.counter(name) for name in (
+        'uris_to_label', 'duplicate_uris', 'already_done', 'redundant_rows')}
 
   def process(self, shard_and_packs):
     listed, done = collections.Counter(), collections.defaultdict(set)
@@ -95,20 +93,22 @@ class _SelectInShard(beam.DoFn):
       else:
         for uri, part in _unpack(blob):
           done[uri].add(part)
-    for uri, parts in done.items():
-      for part in sorted(parts)[1:]:
-        self._redundant.inc()
-        yield beam.pvalue.TaggedOutput(REDUNDANT, (part, uri))
-    for uri, times in listed.items():
-      self._duplicates.inc(times - 1)
-      metrics.PROCESS_TALLY.add('duplicate_uris', times - 1)
-      if uri in done:
-        self._already_done.inc()
-        metrics.PROCESS_TALLY.add('already_done')
-      else:
-        self._to_label.inc()
-        metrics.PROCESS_TALLY.add('uris_to_label')
-        yield uri
+    # Where a URI has rows in several parts, a label outlives an error (the retry of a
+    # failed attempt may have met a transient error that the attempt did not).
+    redundant = [(part, uri) for uri, parts in done.items()
+                 for part in sorted(parts, key=lambda name: (not name.startswith(LABELS),
+                                                              name))[1:]]
+    to_label = [uri for uri in listed if uri not in done]
+    # Counted once everything is computed, so that a bundle failing midway counts nothing.
+    counts = {'duplicate_uris': sum(listed.values()) - len(listed),
+              'already_done': len(listed) - len(to_label), 'uris_to_label': len(to_label)}
+    for name, count in counts.items():
+      self._counters[name].inc(count)
+      metrics.PROCESS_TALLY.add(name, count)
+    self._counters['redundant_rows'].inc(len(redundant))
+    for part_and_uri in redundant:
+      yield beam.pvalue.TaggedOutput(REDUNDANT, part_and_uri)
+    yield from to_label
 
 
 class SelectUrisToLabel(beam.PTransform):

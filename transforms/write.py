@@ -28,14 +28,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms import metrics
-from transforms.files import delete_paths, parquet_rows, read_parquet
+from transforms.files import delete_paths, read_parquet
 
 DEFAULT_ROWS_PER_FILE = 2000
 
 
 class CommittedPart(NamedTuple):
   path: str
-  rows: int
   counts: dict  # rows per value of the writer's count_column, e.g. errors by kind
   new_rows: bool = True  # False for a part that re-homes rows of earlier runs
 
@@ -85,18 +84,17 @@ def remove_rows(part_path, uris, run_id):
   from the old one, so a retried rewrite finds or replaces its own output.
   """
   directory, name = FileSystems.split(part_path)
-  digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+  digest = hashlib.sha256(name.encode()).hexdigest()
   new_path = FileSystems.join(
       directory, part_name(name.split('-', 1)[0], run_id, f'dedup{digest}', 0))
   if not FileSystems.exists(part_path):  # a retry, after the first attempt deleted it
-    return (CommittedPart(new_path, parquet_rows(new_path), {}, new_rows=False)
-            if FileSystems.exists(new_path) else None)
+    return CommittedPart(new_path, {}, new_rows=False) if FileSystems.exists(new_path) else None
   table = read_parquet(part_path)
   kept = table.filter(pc.invert(pc.is_in(table.column('uri'), pa.array(sorted(uris)))))
   committed = None
   if kept.num_rows:
     write_table(directory, FileSystems.split(new_path)[1], kept)
-    committed = CommittedPart(new_path, kept.num_rows, {}, new_rows=False)
+    committed = CommittedPart(new_path, {}, new_rows=False)
   delete_paths([part_path])
   return committed
 
@@ -141,4 +139,4 @@ class WriteParquetParts(beam.DoFn):
     path = write_table(self._output_dir, name, rows_to_table(rows, self._schema))
     counts = (dict(collections.Counter(row[self._count_column] for row in rows))
               if self._count_column else {})
-    return CommittedPart(path, len(rows), counts)
+    return CommittedPart(path, counts)
