@@ -11,6 +11,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline.output_dir import MANIFEST
+from transforms.int8 import load_int8
 from transforms.metrics import NAMESPACE
 from transforms.schema import ERRORS, LABELS
 
@@ -72,6 +73,9 @@ def build_manifest(args, pipeline_options, run_id, totals, distributions, starte
       'output': args.output,
       'model_handle': args.model_handle,
       'feature_handle': args.feature_handle,
+      'engine': args.engine,
+      # The int8 model's hash and its measured agreement with fp32, from stage-model.
+      'int8_model': load_int8(args.model_handle)[1] if args.engine == 'litert_int8' else None,
       'runner': pipeline_options.view_as(StandardOptions).runner or 'DirectRunner',
       'resumed': bool(args.resume),
       'started_at': started_at.isoformat(),

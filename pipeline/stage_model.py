@@ -1,23 +1,38 @@
 """label-images stage-model: copy the two TF Hub modules to GCS once, for workers to load.
 
   label-images stage-model --source HANDLE --dest gs://BUCKET/PATH [--feature_source HANDLE]
+                           [--int8_calibration IMAGES [--int8_images 64] [--int8_holdout 200]]
 
 Thousands of workers loading from a bucket in their own region start faster, and more
 reliably, than each downloading from tfhub.dev. HANDLE is resolved once, through TF Hub's
 cache for a URL. It is either the classification module's handle (the feature-vector
 module's is then the same with 'classification' replaced by 'feature_vector', as on
 tfhub.dev) or a directory holding classification/ and feature_vector/.
+
+With --int8_calibration (a glob or list of the user's images, as --input takes), it also
+quantizes the model to int8 on a deterministic sample of them and writes DEST/int8.tflite
+and DEST/int8.json (its agreement with fp32 on held-out images), for --engine litert_int8.
 """
 
 import argparse
+import datetime
+import json
 import os
 import shutil
 import sys
 
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.options import DEFAULT_MODEL_HANDLE
+from transforms import int8
+from transforms.decode import decode_image
+from transforms.failures import ImageError
+from transforms.inputs import list_input_uris
+from transforms.litert_engine import LiteRtModel, convert_to_tflite
+from transforms.model import load_image_model
 from transforms.model_store import local_model_dir
+from transforms.read import read_image_bytes
 
 MODULES = ('classification', 'feature_vector')
 
@@ -59,6 +74,42 @@ def stage(source, dest, feature_source=None):
   return tuple(staged)
 
 
+def decoded_pixels(uris):
+  """The images of `uris` preprocessed as the pipeline does; those that fail are skipped."""
+  pixels = []
+  for uri in uris:
+    try:
+      pixels.append(decode_image(read_image_bytes(uri))[0])
+    except ImageError:
+      continue
+  return np.stack(pixels) if pixels else np.zeros((0, 224, 224, 3), np.uint8)
+
+
+def stage_int8(handles, dest, calibration_input, calibration_images, holdout_images):
+  """Quantizes the model on the user's images; writes DEST/int8.tflite and DEST/int8.json
+  and returns the figures."""
+  calibration_uris, holdout_uris = int8.split_sample(
+      list_input_uris(calibration_input), calibration_images, holdout_images)
+  calibration, holdout = decoded_pixels(calibration_uris), decoded_pixels(holdout_uris)
+  if not len(calibration):
+    raise ValueError(f'--int8_calibration: no image of {calibration_input} could be decoded')
+  tf_model = load_image_model(*handles)
+  quantized = int8.quantize(tf_model, calibration)
+  figures = {
+      'created_at': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+      'model_handle': handles[0], 'feature_handle': handles[1],
+      'calibration_input': calibration_input, 'calibration_images': int(len(calibration)),
+      'holdout': (int8.agreement(LiteRtModel(convert_to_tflite(tf_model)),
+                                 LiteRtModel(quantized), holdout) if len(holdout) else None),
+  }
+  model_path, figures_path = int8.int8_paths(FileSystems.join(dest, MODULES[0]))
+  int8.write_bytes(model_path, quantized)
+  int8.write_bytes(figures_path, json.dumps(figures, indent=2).encode('utf-8'))
+  print(f'int8 model -> {model_path}, calibrated on {len(calibration)} images; against fp32 '
+        f'on {len(holdout)} held-out images: {figures["holdout"]}')
+  return figures
+
+
 def main(argv):
   parser = argparse.ArgumentParser(
       prog='label-images stage-model',
@@ -72,9 +123,21 @@ def main(argv):
                       "with 'classification' replaced by 'feature_vector'")
   parser.add_argument('--dest', required=True,
                       help='where to copy them: DEST/classification and DEST/feature_vector')
+  parser.add_argument('--int8_calibration',
+                      help='also quantize the model to int8 (for --engine litert_int8), '
+                      'calibrated on a sample of these images: a glob or a .txt/.csv/.parquet '
+                      'list, as --input takes')
+  parser.add_argument('--int8_images', type=int, default=int8.CALIBRATION_IMAGES,
+                      help='images to calibrate on. Default: %(default)s')
+  parser.add_argument('--int8_holdout', type=int, default=int8.HOLDOUT_IMAGES,
+                      help='other images to measure agreement with fp32 on. '
+                      'Default: %(default)s')
   args = parser.parse_args(argv)
   try:
     model_handle, feature_handle = stage(args.source, args.dest, args.feature_source)
+    if args.int8_calibration:
+      stage_int8(source_handles(args.source, args.feature_source), args.dest,
+                 args.int8_calibration, args.int8_images, args.int8_holdout)
   except (ValueError, FileNotFoundError) as e:
     parser.error(str(e))
   print(f'label-images ... --model_handle {model_handle} --feature_handle {feature_handle}')

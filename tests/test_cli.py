@@ -155,6 +155,7 @@ def test_help_lists_the_options():
     (['--input', '/no/such/*.jpg', '--output', 'out'], 'no files match /no/such/*.jpg'),
     (['--input', 'a.jpg', 'b.jpg', 'c.jpg', '--output', 'out'], 'unexpected arguments: b.jpg c.jpg'),
     (['--input', 'README.md', '--output', 'setup.py'], '--output: setup.py is a file'),
+    (['--input', 'README.md', '--output', 'out[1]'], '--output must not contain *, ? or ['),
 ])
 def test_bad_arguments_are_refused_clearly(args, message):
   result = label_images(*args)

@@ -50,6 +50,13 @@ def read_listed_uris(path):
       yield record[URI_COLUMN]
 
 
+def list_input_uris(input_spec):
+  """The non-blank URIs named by INPUT, read here rather than in a pipeline."""
+  if input_format(input_spec) == 'glob':
+    return [metadata.path for metadata in FileSystems.match([input_spec])[0].metadata_list]
+  return [uri.strip() for uri in read_listed_uris(input_spec) if uri and uri.strip()]
+
+
 def _check_uri_column(path, names):
   if URI_COLUMN not in names:
     raise ValueError(f'{path} has no {URI_COLUMN!r} column; its columns are {list(names)}')

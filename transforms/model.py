@@ -7,8 +7,9 @@ price of one pass. A probe batch checks at load time that this reproduces the
 classification module's own logits; where it does not (another model, another
 head layout), both modules run, with a warning.
 
-That TensorFlow model is one of two engines; the other, the default, is the same
-function converted to TFLite and run by LiteRT on XNNPACK (litert_engine.py).
+That TensorFlow model is one of three engines; the default is the same function
+converted to TFLite and run by LiteRT on XNNPACK (litert_engine.py), and litert_int8 runs
+that function quantized to int8 once, by stage-model, on the user's images (int8.py).
 """
 
 import logging
@@ -16,11 +17,12 @@ import logging
 import numpy as np
 
 from transforms.decode import IMAGE_SIZE
+from transforms.int8 import load_int8
 from transforms.labels import NUM_CLASSES
 from transforms.litert_engine import LiteRtModel, TfliteCache, convert_to_tflite
 from transforms.model_store import local_model_dir
 
-ENGINES = ('litert', 'tf')
+ENGINES = ('litert', 'litert_int8', 'tf')
 DEFAULT_ENGINE = 'litert'
 EMBEDDING_SIZE = 1280
 # Float32 results of the same network computed in a different order differ by ~1e-5,
@@ -92,7 +94,8 @@ def _probe_error(model, reference):
 
 def load_engine(model_handle, feature_handle, engine=DEFAULT_ENGINE):
   """The model on `engine`: 'litert' (TFLite on XNNPACK, checked against TensorFlow on a
-  probe batch, TensorFlow where the check fails) or 'tf'.
+  probe batch, TensorFlow where the check fails), 'litert_int8' (the int8 model staged
+  beside the classification module) or 'tf'.
 
   A conversion that passed its check is cached on local disk, keyed by the models' files
   and the versions of TensorFlow and LiteRT, so later worker processes load it without
@@ -100,6 +103,8 @@ def load_engine(model_handle, feature_handle, engine=DEFAULT_ENGINE):
   """
   if engine == 'tf':
     return load_image_model(model_handle, feature_handle)
+  if engine == 'litert_int8':
+    return LiteRtModel(load_int8(model_handle)[0])
   cache = TfliteCache(local_model_dir(model_handle), local_model_dir(feature_handle))
   cached = cache.load()
   if cached is not None:
