@@ -1,22 +1,29 @@
-"""Throughput of label-images against the stock approach and the engines alone, side by side.
+"""Throughput of label-images as marginal cost, against the stock approach and its ceiling.
 
-  python tests/perf/benchmark.py --images N [--modes stock,pipeline,tf_engine,fast_engine]
-                                 [--json PATH]
+  python tests/perf/benchmark.py [--images N] [--json PATH]
   python tests/perf/benchmark.py --uris N [--json PATH]
 
-Makes (once, cached) N JPEGs of about 500x375 at quality 90 from the shared photos
-(random crops, scales and flips) and the fixture model, then measures in one run:
+Makes (once, cached) sets of N and 5N JPEGs of 500x375 at quality 90 from the shared
+photos (random crops, scales and flips) and the fixture model, stages its int8 model
+(calibrated on a sample of the N set), then measures in one run:
 
-  stock        Beam's TF Hub example approach (tests/perf/stock_pipeline.py), whole process
-  pipeline     label-images with its defaults, whole process: decode, inference, Parquet
-  tf_engine    the TensorFlow engine alone on pre-decoded batches
-  fast_engine  the pipeline's default engine (LiteRT on XNNPACK) alone on pre-decoded batches
+  stock_marginal          Beam's TF Hub example approach (tests/perf/stock_pipeline.py),
+                          whole process: images/s between the run of N and the run of 5N
+  pipeline_marginal       label-images with its defaults, the same way
+  pipeline_int8_marginal  label-images --engine litert_int8, the same way
+  decode                  the pipeline's decode and preprocessing alone, on every core
+  fast_engine, int8_engine, tf_engine
+                          the engines alone on pre-decoded batches of 32
+  ceiling, ceiling_int8   1 / (1/decode + 1/engine): what one process could do if decode and
+                          inference shared the cores perfectly
+  labels_agree            pipeline (fp32) top-1 equal to the TF SavedModel's, on the 5N set
+  int8_labels_agree, int8_embedding_cosine_min / _median
+                          int8 against fp32 on the 5N set, none of it used for calibration
 
-and, when the pipeline runs, labels_agree: the fraction of images whose pipeline top-1
-equals the TF SavedModel's top-1 (and the embeddings' least cosine similarity to the TF
-feature vectors). Whole-process modes run once on a few images first, so that both find
-the images in the page cache and the pipeline finds its converted model cached, as on any
-run after the first.
+Each whole-process mode runs once on a few images first, so that every run finds the images
+in the page cache and the converted model in its cache. The marginal rate leaves out what
+every run pays once (imports, start-up, model load), which is what a user with millions of
+images does not pay per image.
 
 --uris N is the scale mode: label-images with its defaults on lists of N/10 and N URIs of
 missing files (each becomes a not_found error row, so no image is decoded), reporting
@@ -25,6 +32,7 @@ rss_kb_per_uri = (peak RSS at N - peak RSS at N/10) / (0.9 N).
 """
 
 import argparse
+import concurrent.futures
 import glob
 import json
 import os
@@ -44,11 +52,13 @@ sys.path.insert(0, os.path.join(ROOT, 'tests', 'fixtures'))
 
 import build_models  # pylint: disable=wrong-import-position
 from measure import run_measured  # pylint: disable=wrong-import-position
+from pipeline import stage_model  # pylint: disable=wrong-import-position
+from transforms import int8  # pylint: disable=wrong-import-position
 from transforms.decode import decode_image  # pylint: disable=wrong-import-position
+from transforms.model import load_engine  # pylint: disable=wrong-import-position
 
 SHARED_PHOTOS = os.path.join(ROOT, '..', 'shared', 'fixtures', 'images')
 CACHE = os.path.join(tempfile.gettempdir(), 'label-images-benchmark')
-MODES = ('stock', 'pipeline', 'tf_engine', 'fast_engine')
 ENGINE_BATCH = 32
 WARM_UP_IMAGES = 8
 
@@ -96,23 +106,30 @@ def warm_up_directory(images_dir):
   return directory
 
 
-def measure_stock(images_dir, count, handles, out_dir):
-  command = lambda input_dir, output: [
+def stock_command(handles):
+  return lambda images_dir, output: [
       sys.executable, os.path.join(ROOT, 'tests', 'perf', 'stock_pipeline.py'),
-      '--input', input_dir, '--model', handles[0], '--output', output]
-  run_process(command(warm_up_directory(images_dir), os.path.join(out_dir, 'stock-warm-up')))
-  seconds, cpu, rss = run_process(command(images_dir, os.path.join(out_dir, 'stock')))
-  return {'images_per_s': count / seconds, 'cpu': cpu, 'peak_rss_mb': rss}
+      '--input', images_dir, '--model', handles[0], '--output', output]
 
 
-def measure_pipeline(images_dir, count, handles, out_dir):
-  command = lambda input_dir, output: [
-      sys.executable, '-m', 'pipeline.run', '--input', os.path.join(input_dir, '*.jpg'),
-      '--output', output, '--model_handle', handles[0], '--feature_handle', handles[1]]
-  run_process(command(warm_up_directory(images_dir), os.path.join(out_dir, 'pipeline-warm-up')))
-  output = os.path.join(out_dir, 'pipeline')
-  seconds, cpu, rss = run_process(command(images_dir, output))
-  return {'images_per_s': count / seconds, 'cpu': cpu, 'peak_rss_mb': rss, 'output': output}
+def pipeline_command(handles, engine):
+  return lambda images_dir, output: [
+      sys.executable, '-m', 'pipeline.run', '--input', os.path.join(images_dir, '*.jpg'),
+      '--output', output, '--model_handle', handles[0], '--feature_handle', handles[1],
+      '--engine', engine]
+
+
+def measure_marginal(command, image_sets, out_dir, name):
+  """Images/s between the runs on the smaller and the larger set; each run's own figures."""
+  run_process(command(warm_up_directory(image_sets[0][1]), os.path.join(out_dir, f'{name}-0')))
+  runs = []
+  for count, images_dir in image_sets:
+    output = os.path.join(out_dir, f'{name}-{count}')
+    seconds, cpu, rss = run_process(command(images_dir, output))
+    runs.append({'images': count, 'seconds': round(seconds, 2), 'cpu': round(cpu, 2),
+                 'peak_rss_mb': round(rss, 1), 'output': output})
+  (small, large) = runs
+  return (large['images'] - small['images']) / (large['seconds'] - small['seconds']), runs
 
 
 def measure_scale(count, handles, out_dir):
@@ -136,13 +153,30 @@ def measure_scale(count, handles, out_dir):
           'rss_kb_per_uri': round(growth_kb / (large - small), 3)}
 
 
-def decoded_pixels(images_dir):
+def image_bytes(images_dir):
   paths = sorted(glob.glob(os.path.join(images_dir, '*.jpg')))
-  pixels = []
+  contents = []
   for path in paths:
     with open(path, 'rb') as f:
-      pixels.append(decode_image(f.read())[0])
-  return paths, np.stack(pixels)
+      contents.append(f.read())
+  return paths, contents
+
+
+def measure_decode(contents):
+  """(images/s of decode_image on every core, the pixels)."""
+  with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
+    list(pool.map(decode_image, contents[:WARM_UP_IMAGES]))
+    started = time.perf_counter()
+    pixels = [decoded[0] for decoded in pool.map(decode_image, contents)]
+    seconds = time.perf_counter() - started
+  return len(contents) / seconds, np.stack(pixels)
+
+
+def stage_int8(handles, calibration_dir):
+  """The fixture model's int8 twin beside it, calibrated on a sample of calibration_dir."""
+  if not os.path.exists(int8.int8_paths(handles[0])[0]):
+    stage_model.stage_int8(handles, os.path.dirname(handles[0]),
+                           os.path.join(calibration_dir, '*.jpg'), int8.CALIBRATION_IMAGES, 0)
 
 
 def measure_engine(engine, pixels):
@@ -158,42 +192,41 @@ def measure_engine(engine, pixels):
   return {'images_per_s': len(pixels) / seconds, 'cpu': cpu, 'peak_rss_mb': None}
 
 
-def agreement(pipeline_output, paths, pixels, handles):
-  """(fraction of equal top-1 labels, least embedding cosine) against the TF SavedModels."""
+def labels_agree(pipeline_output, paths, pixels, handles):
+  """Fraction of images whose pipeline top-1 equals the TF SavedModel's."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  classifier, feature_extractor = (tf.saved_model.load(handle) for handle in handles)
+  classifier = tf.saved_model.load(handles[0])
   rows = {}
   for path in glob.glob(os.path.join(pipeline_output, 'labels-*.parquet')):
-    for row in pq.read_table(path, columns=['uri', 'label_index', 'embedding']).to_pylist():
-      rows[row['uri']] = row
-  agree, cosines = 0, []
+    for row in pq.read_table(path, columns=['uri', 'label_index']).to_pylist():
+      rows[row['uri']] = row['label_index']
+  agree = 0
   for start in range(0, len(pixels), ENGINE_BATCH):
     images = tf.constant(pixels[start:start + ENGINE_BATCH], tf.float32) / 255.0
-    labels = classifier(images).numpy().argmax(1)
-    embeddings = feature_extractor(images).numpy()
-    for path, label, embedding in zip(paths[start:], labels, embeddings):
-      row = rows.get(path)
-      if row is None:
-        continue
-      agree += int(row['label_index'] == label)
-      ours = np.asarray(row['embedding'])
-      cosines.append(float(ours @ embedding / (np.linalg.norm(ours) * np.linalg.norm(embedding))))
-  return agree / len(paths), min(cosines) if cosines else None
+    for path, label in zip(paths[start:], classifier(images).numpy().argmax(1)):
+      agree += int(rows.get(path) == label)
+  return agree / len(paths)
+
+
+def cpu_flags():
+  """The CPU's flags that matter here: vector width and int8 dot products."""
+  try:
+    with open('/proc/cpuinfo', encoding='ascii') as f:
+      flags = next(line for line in f if line.startswith('flags')).split(':')[1].split()
+  except (OSError, StopIteration):
+    return []
+  return sorted(set(flags) & {'avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx_vnni',
+                               'avx512_bf16', 'amx_int8'})
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--images', type=int, default=400)
+  parser.add_argument('--images', type=int, default=1000,
+                      help='N: the marginal rates are measured between N and 5N images')
   parser.add_argument('--uris', type=int,
                       help='scale mode: peak memory per listed URI, on N/10 and N missing files')
-  parser.add_argument('--modes', default=','.join(MODES))
   parser.add_argument('--json', help='where to write the results as JSON')
   args = parser.parse_args()
-  modes = args.modes.split(',')
-  unknown = set(modes) - set(MODES)
-  if unknown:
-    parser.error(f'unknown modes: {sorted(unknown)}; choose from {MODES}')
-
   handles = fixture_models()
   out_dir = tempfile.mkdtemp(prefix='label-images-benchmark-')
   if args.uris:
@@ -206,38 +239,50 @@ def main():
     print(f"rss_kb_per_uri: {report['rss_kb_per_uri']}")
     write_json(args.json, report)
     return
-  images_dir = make_images(args.images)
-  paths, pixels = decoded_pixels(images_dir)  # also brings the files into the page cache
-  results = {}
-  for mode in modes:
-    if mode == 'stock':
-      results[mode] = measure_stock(images_dir, args.images, handles, out_dir)
-    elif mode == 'pipeline':
-      results[mode] = measure_pipeline(images_dir, args.images, handles, out_dir)
-    else:
-      from transforms.model import load_engine  # pylint: disable=import-outside-toplevel
-      engine = load_engine(*handles, engine='tf' if mode == 'tf_engine' else 'litert')
-      results[mode] = measure_engine(engine, pixels)
 
-  report = {mode: round(results[mode]['images_per_s'], 2) for mode in modes}
-  report['images'] = args.images
-  if 'pipeline' in results:
-    report['pipeline_peak_rss_mb'] = round(results['pipeline']['peak_rss_mb'], 1)
-    report['labels_agree'], report['min_embedding_cosine'] = agreement(
-        results['pipeline']['output'], paths, pixels, handles)
-    for mode in ('stock', 'tf_engine', 'fast_engine'):
-      if mode in results:
-        report[f'pipeline/{mode}'] = round(
-            results['pipeline']['images_per_s'] / results[mode]['images_per_s'], 3)
+  image_sets = [(count, make_images(count)) for count in (args.images, 5 * args.images)]
+  stage_int8(handles, image_sets[0][1])
+  paths, contents = image_bytes(image_sets[1][1])
+  decode_rate, pixels = measure_decode(contents)  # also brings the files into the page cache
+  report = {'images': args.images, 'cpu_flags': cpu_flags(), 'cores': os.cpu_count(),
+            'decode': decode_rate}
+  runs = {}
+  for name, command in (('stock', stock_command(handles)),
+                        ('pipeline', pipeline_command(handles, 'litert')),
+                        ('pipeline_int8', pipeline_command(handles, 'litert_int8'))):
+    report[f'{name}_marginal'], runs[name] = measure_marginal(command, image_sets, out_dir,
+                                                              name)
+  engines = {name: load_engine(*handles, engine=engine) for name, engine in (
+      ('tf_engine', 'tf'), ('fast_engine', 'litert'), ('int8_engine', 'litert_int8'))}
+  for name, engine in engines.items():
+    report[name] = measure_engine(engine, pixels)['images_per_s']
+  report['ceiling'] = 1 / (1 / decode_rate + 1 / report['fast_engine'])
+  report['ceiling_int8'] = 1 / (1 / decode_rate + 1 / report['int8_engine'])
+  report['labels_agree'] = labels_agree(runs['pipeline'][1]['output'], paths, pixels, handles)
+  figures = int8.agreement(engines['fast_engine'], engines['int8_engine'], pixels)
+  report['int8_labels_agree'] = figures['labels_agree']
+  report['int8_embedding_cosine_min'] = figures['embedding_cosine_min']
+  report['int8_embedding_cosine_median'] = figures['embedding_cosine_median']
+  report['pipeline_marginal/stock_marginal'] = report['pipeline_marginal'] / report[
+      'stock_marginal']
+  report['pipeline_marginal/ceiling'] = report['pipeline_marginal'] / report['ceiling']
+  report['pipeline_int8_marginal/ceiling_int8'] = (report['pipeline_int8_marginal']
+                                                   / report['ceiling_int8'])
+  report['pipeline_int8_marginal/pipeline_marginal'] = (report['pipeline_int8_marginal']
+                                                        / report['pipeline_marginal'])
+  report = {key: round(value, 4) if isinstance(value, float) else value
+            for key, value in report.items()}
+  report['runs'] = {name: [{k: v for k, v in run.items() if k != 'output'} for run in pair]
+                    for name, pair in runs.items()}
 
-  print(f'{args.images} JPEGs of 500x375, {os.cpu_count()} cores')
-  print(f"{'mode':<12} {'images/s':>9} {'CPU (cores)':>12} {'peak RSS MB':>12}")
-  for mode in modes:
-    result = results[mode]
-    rss = f"{result['peak_rss_mb']:.0f}" if result['peak_rss_mb'] else '-'
-    print(f"{mode:<12} {result['images_per_s']:>9.1f} {result['cpu']:>12.2f} {rss:>12}")
+  print(f"{args.images} and {5 * args.images} JPEGs of 500x375; {os.cpu_count()} cores; "
+        f"CPU flags: {' '.join(report['cpu_flags']) or 'none of note'}")
+  for name, pair in report['runs'].items():
+    for run in pair:
+      print(f"  {name:<14} {run['images']:>6} images in {run['seconds']:>7.1f} s, "
+            f"{run['cpu']:.2f} cores, peak RSS {run['peak_rss_mb']:.0f} MB")
   for key, value in report.items():
-    if key not in modes and key != 'images':
+    if key not in ('runs', 'cpu_flags', 'images', 'cores'):
       print(f'{key}: {value}')
   write_json(args.json, report)
 
