@@ -25,8 +25,8 @@ from transforms.write import run_part_pattern, run_temp_pattern
 _FOOTER_READERS = 16
 
 
-def _prefix_of(path):
-  return FileSystems.split(path)[1].split('-', 1)[0]
+def _name(path):
+  return FileSystems.split(path)[1]
 
 
 class _Finalize(beam.DoFn):
@@ -36,23 +36,23 @@ class _Finalize(beam.DoFn):
     self._run_id = run_id
 
   def process(self, committed_parts):
-    on_disk = {path for prefix in OUTPUT_PREFIXES
+    # Parts are matched by file name: the listing may spell the directory differently.
+    on_disk = {_name(path): path for prefix in OUTPUT_PREFIXES
                for path in matching_paths(run_part_pattern(self._output_dir, prefix,
                                                            self._run_id))}
-    committed = {part.path: part for part in committed_parts}
-    orphans = sorted(on_disk - set(committed))
+    committed = {_name(part.path): part for part in committed_parts}
+    orphans = sorted(path for name, path in on_disk.items() if name not in committed)
     delete_paths(orphans + matching_paths(run_temp_pattern(self._output_dir, self._run_id)))
     metrics.counter('orphan_parts_deleted').inc(len(orphans))
-    missing = [path for path in committed if path not in on_disk]
-    metrics.counter('parts_missing').inc(len(missing))
+    metrics.counter('parts_missing').inc(len(committed.keys() - on_disk.keys()))
 
-    new_parts = [part for part in committed.values() if part.new_rows and part.path in on_disk]
+    new_parts = {name: part for name, part in committed.items()
+                 if part.new_rows and name in on_disk}
     with concurrent.futures.ThreadPoolExecutor(_FOOTER_READERS) as pool:
-      rows = dict(zip([part.path for part in new_parts],
-                      pool.map(parquet_rows, [part.path for part in new_parts])))
+      rows = dict(zip(new_parts, pool.map(parquet_rows, [on_disk[name] for name in new_parts])))
     rows_by_prefix, kinds = collections.Counter(), collections.Counter()
-    for part in new_parts:
-      rows_by_prefix[_prefix_of(part.path)] += rows[part.path]
+    for name, part in new_parts.items():
+      rows_by_prefix[name.split('-', 1)[0]] += rows[name]
       kinds.update(part.counts)
     for prefix in OUTPUT_PREFIXES:
       metrics.counter(prefix).inc(rows_by_prefix[prefix])
