@@ -11,6 +11,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline.output_dir import MANIFEST
+from transforms.files import write_bytes
 from transforms.int8 import load_int8
 from transforms.metrics import NAMESPACE
 from transforms.schema import ERRORS, LABELS
@@ -131,8 +132,7 @@ def _difference(short_by):
 
 def write_manifest(output_dir, manifest):
   path = FileSystems.join(output_dir, MANIFEST)
-  with FileSystems.create(path) as f:
-    f.write(json.dumps(manifest, indent=2).encode('utf-8'))
+  write_bytes(path, json.dumps(manifest, indent=2).encode('utf-8'))
   return path
 
 

@@ -26,8 +26,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.options import DEFAULT_MODEL_HANDLE
 from transforms import int8
-from transforms.decode import decode_image
+from transforms.decode import IMAGE_SIZE, decode_image
 from transforms.failures import ImageError
+from transforms.files import write_bytes
 from transforms.inputs import list_input_uris
 from transforms.litert_engine import LiteRtModel, convert_to_tflite
 from transforms.model import load_image_model
@@ -82,7 +83,7 @@ def decoded_pixels(uris):
       pixels.append(decode_image(read_image_bytes(uri))[0])
     except ImageError:
       continue
-  return np.stack(pixels) if pixels else np.zeros((0, 224, 224, 3), np.uint8)
+  return np.stack(pixels) if pixels else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
 
 
 def stage_int8(handles, dest, calibration_input, calibration_images, holdout_images):
@@ -103,8 +104,8 @@ def stage_int8(handles, dest, calibration_input, calibration_images, holdout_ima
                                  LiteRtModel(quantized), holdout) if len(holdout) else None),
   }
   model_path, figures_path = int8.int8_paths(FileSystems.join(dest, MODULES[0]))
-  int8.write_bytes(model_path, quantized)
-  int8.write_bytes(figures_path, json.dumps(figures, indent=2).encode('utf-8'))
+  write_bytes(model_path, quantized)
+  write_bytes(figures_path, json.dumps(figures, indent=2).encode('utf-8'))
   print(f'int8 model -> {model_path}, calibrated on {len(calibration)} images; against fp32 '
         f'on {len(holdout)} held-out images: {figures["holdout"]}')
   return figures

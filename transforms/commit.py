@@ -15,18 +15,13 @@ import collections
 import concurrent.futures
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from transforms import metrics
-from transforms.files import delete_paths, matching_paths, parquet_rows
+from transforms.files import delete_paths, file_name, matching_paths, parquet_rows
 from transforms.schema import ERRORS, OUTPUT_PREFIXES
 from transforms.write import run_part_pattern, run_temp_pattern
 
 _FOOTER_READERS = 16
-
-
-def _name(path):
-  return FileSystems.split(path)[1]
 
 
 class _Finalize(beam.DoFn):
@@ -37,10 +32,10 @@ class _Finalize(beam.DoFn):
 
   def process(self, committed_parts):
     # Parts are matched by file name: the listing may spell the directory differently.
-    on_disk = {_name(path): path for prefix in OUTPUT_PREFIXES
+    on_disk = {file_name(path): path for prefix in OUTPUT_PREFIXES
                for path in matching_paths(run_part_pattern(self._output_dir, prefix,
                                                            self._run_id))}
-    committed = {_name(part.path): part for part in committed_parts}
+    committed = {file_name(part.path): part for part in committed_parts}
     orphans = sorted(path for name, path in on_disk.items() if name not in committed)
     delete_paths(orphans + matching_paths(run_temp_pattern(self._output_dir, self._run_id)))
     metrics.counter('orphan_parts_deleted').inc(len(orphans))

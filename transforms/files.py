@@ -1,8 +1,12 @@
-"""Listing, reading and deleting the output's files on any Beam filesystem."""
+"""Listing, reading, writing and deleting files on any Beam filesystem, byte for byte."""
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+
+def file_name(path):
+  return FileSystems.split(path)[1]
 
 
 def matching_paths(pattern):
@@ -21,12 +25,27 @@ def delete_paths(paths):
         raise
 
 
+def open_file(path):
+  """For reading, as stored: a name ending in .gz must not be inflated behind our back."""
+  return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def read_bytes(path):
+  with open_file(path) as f:
+    return f.read()
+
+
+def write_bytes(path, data):
+  with FileSystems.create(path) as f:
+    f.write(data)
+
+
 def read_parquet(path, columns=None):
-  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+  with open_file(path) as f:
     return pq.read_table(f, columns=columns)
 
 
 def parquet_rows(path):
   """The row count in a Parquet file's footer."""
-  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+  with open_file(path) as f:
     return pq.ParquetFile(f).metadata.num_rows

@@ -13,11 +13,10 @@ import io
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.fileio import EmptyMatchTreatment
 
 from transforms import metrics
+from transforms.files import matching_paths, open_file
 
 URI_COLUMN = 'uri'
 
@@ -33,7 +32,7 @@ def input_format(input_spec):
 def read_listed_uris(path):
   """Yields the URIs listed in a .txt, .csv or .parquet file; a missing file raises."""
   kind = input_format(path)
-  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+  with open_file(path) as raw:
     if kind == 'parquet':
       listing = pq.ParquetFile(raw)
       _check_uri_column(path, listing.schema_arrow.names)
@@ -53,7 +52,7 @@ def read_listed_uris(path):
 def list_input_uris(input_spec):
   """The non-blank URIs named by INPUT, read here rather than in a pipeline."""
   if input_format(input_spec) == 'glob':
-    return [metadata.path for metadata in FileSystems.match([input_spec])[0].metadata_list]
+    return matching_paths(input_spec)
   return [uri.strip() for uri in read_listed_uris(input_spec) if uri and uri.strip()]
 
 

@@ -15,8 +15,9 @@ import hashlib
 import json
 
 import numpy as np
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+from transforms.files import read_bytes
 
 INT8_MODEL = 'int8.tflite'
 INT8_FIGURES = 'int8.json'
@@ -69,16 +70,6 @@ def agreement(reference, candidate, pixels, batch_size=32):
           'labels_agree': round(float(np.mean(np.concatenate(same_label))), 4),
           'embedding_cosine_min': round(float(cosines.min()), 4),
           'embedding_cosine_median': round(float(np.median(cosines)), 4)}
-
-
-def read_bytes(path):
-  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    return f.read()
-
-
-def write_bytes(path, data):
-  with FileSystems.create(path) as f:
-    f.write(data)
 
 
 def load_int8(model_handle):

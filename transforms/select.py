@@ -22,6 +22,7 @@ from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms import metrics
+from transforms.files import file_name
 from transforms.inputs import read_listed_uris
 from transforms.schema import LABELS, OUTPUT_PREFIXES
 from transforms.write import remove_rows
@@ -43,7 +44,7 @@ def shard_of(uri):
 
 
 def _uris_with_part(path):
-  part = FileSystems.split(path)[1]
+  part = file_name(path)
   return ((uri, part) for uri in read_listed_uris(path))
 
 

@@ -28,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms import metrics
-from transforms.files import delete_paths, read_parquet
+from transforms.files import delete_paths, file_name, read_parquet
 
 DEFAULT_ROWS_PER_FILE = 2000
 
@@ -93,7 +93,7 @@ def remove_rows(part_path, uris, run_id):
   kept = table.filter(pc.invert(pc.is_in(table.column('uri'), pa.array(sorted(uris)))))
   committed = None
   if kept.num_rows:
-    write_table(directory, FileSystems.split(new_path)[1], kept)
+    write_table(directory, file_name(new_path), kept)
     committed = CommittedPart(new_path, {}, new_rows=False)
   delete_paths([part_path])
   return committed
