@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from transforms.decode import DEFAULT_MAX_PIXELS
 from transforms.inference import DEFAULT_BATCH_SIZE
 from transforms.inputs import input_format
-from transforms.int8 import load_int8
+from transforms.int8 import require_int8
 from transforms.labels import NUM_CLASSES
 from transforms.model import DEFAULT_ENGINE, ENGINES
 from transforms.model_store import SAVED_MODEL, is_saved_model_dir
@@ -169,7 +169,7 @@ def local_path_problems(args):
       problems.append(f'--{flag}: {handle} is not a SavedModel directory (no {SAVED_MODEL})')
   if args.engine == 'litert_int8' and '://' not in args.model_handle:
     try:
-      load_int8(args.model_handle)
+      require_int8(args.model_handle)
     except FileNotFoundError as e:
       problems.append(str(e))
   return problems

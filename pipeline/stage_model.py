@@ -95,7 +95,7 @@ def stage_int8(handles, dest, calibration_input, calibration_images, holdout_ima
   if not len(calibration):
     raise ValueError(f'--int8_calibration: no image of {calibration_input} could be decoded')
   tf_model = load_image_model(*handles)
-  quantized = int8.quantize(tf_model, calibration)
+  quantized = convert_to_tflite(tf_model, calibration)
   figures = {
       'created_at': datetime.datetime.now(datetime.timezone.utc).isoformat(),
       'model_handle': handles[0], 'feature_handle': handles[1],

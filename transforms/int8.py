@@ -38,22 +38,6 @@ def split_sample(uris, calibration=CALIBRATION_IMAGES, holdout=HOLDOUT_IMAGES):
   return ordered[:calibration], ordered[calibration:calibration + holdout]
 
 
-def quantize(tf_model, calibration_pixels):
-  """The TF engine's predict function (uint8 pixels in, float logits and embedding out) as
-  an int8 TFLite flatbuffer with the same inputs and outputs."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  concrete = tf_model.predict_function.get_concrete_function()
-  converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf_model.trackable)
-  converter.optimizations = [tf.lite.Optimize.DEFAULT]
-
-  def representative_dataset():
-    for image in calibration_pixels:
-      yield [image[None]]
-
-  converter.representative_dataset = representative_dataset
-  return converter.convert()
-
-
 def agreement(reference, candidate, pixels, batch_size=32):
   """How closely `candidate` follows `reference` on `pixels`: the share of equal top-1
   labels and the cosine similarity of the embeddings (least and median)."""
@@ -72,15 +56,21 @@ def agreement(reference, candidate, pixels, batch_size=32):
           'embedding_cosine_median': round(float(np.median(cosines)), 4)}
 
 
-def load_int8(model_handle):
-  """(flatbuffer, figures with its sha256) of the int8 model staged beside `model_handle`;
-  raises FileNotFoundError with the command that makes it."""
-  model_path, figures_path = int8_paths(model_handle)
+def require_int8(model_handle):
+  """Raises FileNotFoundError, with the command that makes it, where no int8 model is staged
+  beside `model_handle`."""
+  model_path = int8_paths(model_handle)[0]
   if not FileSystems.exists(model_path):
     raise FileNotFoundError(
         f'--engine litert_int8 needs {model_path}, the int8 model calibrated on your images: '
         f'make it with label-images stage-model --source MODEL_DIR --dest '
         f'{FileSystems.split(model_path)[0]} --int8_calibration IMAGES')
+
+
+def load_int8(model_handle):
+  """(flatbuffer, figures with its sha256) of the int8 model staged beside `model_handle`."""
+  require_int8(model_handle)
+  model_path, figures_path = int8_paths(model_handle)
   flatbuffer = read_bytes(model_path)
   figures = json.loads(read_bytes(figures_path)) if FileSystems.exists(figures_path) else {}
   figures['sha256'] = hashlib.sha256(flatbuffer).hexdigest()

@@ -19,10 +19,16 @@ from transforms.labels import NUM_CLASSES
 from transforms.model_store import CACHE_ROOT
 
 
-def convert_to_tflite(tf_model):
+def convert_to_tflite(tf_model, calibration_pixels=None):
+  """The TF engine's predict function (uint8 pixels in, float logits and embedding out) as a
+  TFLite flatbuffer with the same inputs and outputs: float32, or, given calibration
+  pixels, with weights and activations quantized to int8 on them."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   concrete = tf_model.predict_function.get_concrete_function()
   converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf_model.trackable)
+  if calibration_pixels is not None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image[None]] for image in calibration_pixels)
   return converter.convert()
 
 
