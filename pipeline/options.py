@@ -8,6 +8,7 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.console import VERBOSE_HELP
 from transforms.decode import DEFAULT_MAX_PIXELS
 from transforms.inference import DEFAULT_BATCH_SIZE
 from transforms.inputs import input_format
@@ -84,6 +85,9 @@ class LabelImagesOptions(PipelineOptions):
     parser.add_argument(
         '--overwrite', type=_switch, nargs='?', const=True, default=False,
         help='Delete the results already in OUTPUT_DIR first.')
+    parser.add_argument(
+        '--verbose', type=_switch, nargs='?', const=True, default=False,
+        help=VERBOSE_HELP)
     parser.add_argument(
         '--max_error_fraction', type=float, default=None,
         help='Exit with status 3 when more than this fraction of the images labelled in this '

@@ -3,6 +3,9 @@
   label-images --input INPUT --output OUTPUT_DIR [--model_handle H] [--feature_handle H]
                [--top_k 5] [any standard Beam option: --runner, --direct_num_workers, ...]
   label-images stage-model --source HANDLE --dest gs://BUCKET/PATH
+  label-images report OUTPUT_DIR [--html PATH]
+  label-images similar OUTPUT_DIR (--uri URI | --image PATH_OR_URI) [--k 10] [--json]
+  label-images duplicates OUTPUT_DIR [--threshold 0.90]
 """
 
 import contextlib
@@ -13,12 +16,14 @@ import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import TestOptions
 
-from pipeline import report, stage_model
+from pipeline import duplicates, html_report, report, results, similar, stage_model
 from pipeline.build import build_pipeline
+from pipeline.console import quiet_native_logs
 from pipeline.options import parse_args
 from pipeline.output_dir import OutputExistsError, prepare_output_dir
 from pipeline.progress import ProgressDisplay
 from pipeline.runner import create_runner, dry_run_problems, is_local, runs_in_this_process
+from transforms.failures import ImageError
 
 EXIT_USAGE = 2
 EXIT_TOO_MANY_ERRORS = 3
@@ -97,6 +102,21 @@ def _run(argv):
   return 0
 
 
+# The commands that answer questions about a finished output directory.
+_QUERY_COMMANDS = {'report': html_report.main, 'similar': similar.main,
+                   'duplicates': duplicates.main}
+
+
+def run_query(command, argv):
+  try:
+    return command(argv)
+  except (results.NoResultsError, similar.QueryError) as e:
+    print(f'label-images: {e}', file=sys.stderr)
+  except ImageError as e:
+    print(f'label-images: cannot embed the image: {e.error}: {e.message}', file=sys.stderr)
+  return EXIT_USAGE
+
+
 class _DropBeamResourceWarning(logging.Filter):
   """RunInference warns on every model load that it can't read memory usage: Beam imports
   `resource` together with a module that needs PyTorch, so without PyTorch it gives up."""
@@ -110,8 +130,11 @@ def main(argv=None):
   for handler in logging.getLogger().handlers:
     handler.addFilter(_DropBeamResourceWarning())
   argv = sys.argv[1:] if argv is None else argv
+  quiet_native_logs('--verbose' in argv)
   if argv[:1] == ['stage-model']:
     return stage_model.main(argv[1:])
+  if argv[:1] and argv[0] in _QUERY_COMMANDS:
+    return run_query(_QUERY_COMMANDS[argv[0]], argv[1:])
   return run(argv)
 
 

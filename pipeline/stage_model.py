@@ -24,6 +24,7 @@ import sys
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.console import add_verbose_flag
 from pipeline.options import DEFAULT_MODEL_HANDLE
 from transforms import int8
 from transforms.decode import IMAGE_SIZE, decode_image
@@ -133,6 +134,7 @@ def main(argv):
   parser.add_argument('--int8_holdout', type=int, default=int8.HOLDOUT_IMAGES,
                       help='other images to measure agreement with fp32 on. '
                       'Default: %(default)s')
+  add_verbose_flag(parser)
   args = parser.parse_args(argv)
   try:
     model_handle, feature_handle = stage(args.source, args.dest, args.feature_source)

@@ -97,7 +97,9 @@ def ends_early(data):
   return False
 
 
-def _decode(image_bytes, max_pixels):
+def open_upright(image_bytes, max_pixels=DEFAULT_MAX_PIXELS, min_side=DRAFT_MIN_SIDE):
+  """(the image as upright RGB, its full upright (width, height)). A JPEG is decoded at a
+  reduced scale while both its sides stay at least min_side."""
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', Image.DecompressionBombWarning)
     image = Image.open(io.BytesIO(image_bytes))
@@ -109,14 +111,19 @@ def _decode(image_bytes, max_pixels):
   full_size = image.size
   if image.format == 'JPEG':
     # Decode a large JPEG at 1/2, 1/4 or 1/8 scale in the DCT domain: several times faster
-    # and smaller, and the crop is still resized down by 2x or more afterwards.
-    image.draft('RGB', (DRAFT_MIN_SIDE, DRAFT_MIN_SIDE))
+    # and smaller.
+    image.draft('RGB', (min_side, min_side))
   decoded_size = image.size
   image = _upright(image)
   turned = image.size != decoded_size
-  resized = _to_rgb(image).resize(
+  return _to_rgb(image), full_size[::-1] if turned else full_size
+
+
+def _decode(image_bytes, max_pixels):
+  # Drafting stops at DRAFT_MIN_SIDE, so the crop is still resized down by 2x or more.
+  image, (width, height) = open_upright(image_bytes, max_pixels)
+  resized = image.resize(
       (IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR, box=central_crop_box(*image.size))
-  width, height = full_size[::-1] if turned else full_size
   return np.asarray(resized, dtype=np.uint8), width, height
 
 

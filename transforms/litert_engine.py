@@ -6,6 +6,7 @@ LiteRT interpreter runs it in float32 on the XNNPACK delegate, on every core. Th
 is checked against TensorFlow on a probe batch before it is used.
 """
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -17,13 +18,14 @@ import numpy as np
 from transforms.decode import IMAGE_SIZE
 from transforms.labels import NUM_CLASSES
 from transforms.model_store import CACHE_ROOT
+from transforms.quiet import import_tensorflow, native_stderr_hidden
 
 
 def convert_to_tflite(tf_model, calibration_pixels=None):
   """The TF engine's predict function (uint8 pixels in, float logits and embedding out) as a
   TFLite flatbuffer with the same inputs and outputs: float32, or, given calibration
   pixels, with weights and activations quantized to int8 on them."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf = import_tensorflow()
   concrete = tf_model.predict_function.get_concrete_function()
   converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf_model.trackable)
   if calibration_pixels is not None:
@@ -92,7 +94,9 @@ class LiteRtModel:
     with self._lock:
       if pixels.shape[0] != self._batch_size:
         self._interpreter.resize_tensor_input(self._input, pixels.shape)
-        self._interpreter.allocate_tensors()
+        # The first allocation creates the XNNPACK delegate, which announces itself.
+        with native_stderr_hidden() if self._batch_size is None else contextlib.nullcontext():
+          self._interpreter.allocate_tensors()
         self._batch_size = pixels.shape[0]
       self._interpreter.set_tensor(self._input, pixels)
       self._interpreter.invoke()

@@ -21,6 +21,7 @@ from transforms.int8 import load_int8
 from transforms.labels import NUM_CLASSES
 from transforms.litert_engine import LiteRtModel, TfliteCache, convert_to_tflite
 from transforms.model_store import local_model_dir
+from transforms.quiet import import_tensorflow
 
 ENGINES = ('litert', 'litert_int8', 'tf')
 DEFAULT_ENGINE = 'litert'
@@ -56,7 +57,7 @@ class ImageModel:
   """uint8 pixels [n, 224, 224, 3] -> (logits [n, 1001], embeddings [n, 1280]), float32."""
 
   def __init__(self, classifier, feature_extractor, head):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf = import_tensorflow()
     self.fused = head is not None
     # What holds the variables predict_function reads, for TensorFlow's converter.
     self.trackable = tf.train.Checkpoint(
@@ -128,7 +129,7 @@ def load_engine(model_handle, feature_handle, engine=DEFAULT_ENGINE):
 
 def load_image_model(model_handle, feature_handle):
   """The model on TensorFlow, one forward pass per image where the head allows."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf = import_tensorflow()
   classifier = tf.saved_model.load(local_model_dir(model_handle))
   feature_extractor = tf.saved_model.load(local_model_dir(feature_handle))
   both_modules = ImageModel(classifier, feature_extractor, None)

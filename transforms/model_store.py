@@ -16,6 +16,8 @@ import threading
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.quiet import import_tensorflow
+
 CACHE_ROOT = os.path.join(tempfile.gettempdir(), 'label-images-models')
 SAVED_MODEL = 'saved_model.pb'
 _copy_lock = threading.Lock()
@@ -25,6 +27,7 @@ def local_model_dir(handle):
   if handle.startswith('gs://'):
     return _copy_to_local_cache(handle)
   if '://' in handle:
+    import_tensorflow()  # quietly, before tensorflow_hub imports it
     import tensorflow_hub as hub  # pylint: disable=import-outside-toplevel
     return hub.resolve(handle)
   if not os.path.isdir(handle):

@@ -1,0 +1,85 @@
+"""Reading a finished output directory back, a batch of rows at a time, on any Beam
+filesystem: what report, similar and duplicates are computed from."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.output_dir import MANIFEST
+from transforms.files import file_name, matching_paths, open_file, read_bytes
+from transforms.schema import ERRORS, LABELS
+
+BATCH_ROWS = 8192  # 40 MB of embeddings
+
+
+class NoResultsError(Exception):
+  pass
+
+
+def part_paths(output_dir, prefix=LABELS):
+  """The committed parts of one kind, sorted by name: row ids count through them in order."""
+  return sorted(matching_paths(FileSystems.join(output_dir, f'{prefix}-*.parquet')),
+                key=file_name)
+
+
+def label_parts(output_dir):
+  parts = part_paths(output_dir, LABELS)
+  if not parts:
+    raise NoResultsError(f'{output_dir} holds no labels-*.parquet: label images into it first')
+  return parts
+
+
+def error_parts(output_dir):
+  return part_paths(output_dir, ERRORS)
+
+
+def part_rows(paths):
+  """{part file name: rows}, from the footers."""
+  rows = {}
+  for path in paths:
+    with open_file(path) as f:
+      rows[file_name(path)] = pq.ParquetFile(f).metadata.num_rows
+  return rows
+
+
+def read_batches(paths, columns, batch_rows=BATCH_ROWS):
+  """Yields pyarrow RecordBatches of `columns` from each part in turn."""
+  for path in paths:
+    with open_file(path) as f:
+      yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def read_row(path, row, columns):
+  """One row of one part, as a dict, reading only the row group that holds it."""
+  with open_file(path) as f:
+    parquet = pq.ParquetFile(f)
+    for group in range(parquet.num_row_groups):
+      group_rows = parquet.metadata.row_group(group).num_rows
+      if row < group_rows:
+        return parquet.read_row_group(group, columns=columns).slice(row, 1).to_pylist()[0]
+      row -= group_rows
+  raise IndexError(f'{path} has no row {row}')
+
+
+def unit_embeddings(batch):
+  """The batch's embeddings as float32 [n, 1280], scaled to length 1 (all-zero rows stay
+  zero), so that inner products are cosines."""
+  column = batch.column('embedding')
+  return unit_vectors(column.flatten().to_numpy().reshape(len(column), -1))
+
+
+def unit_vectors(vectors):
+  """float32 copies of `vectors` [n, d], scaled to length 1 (all-zero rows stay zero)."""
+  vectors = np.array(vectors, dtype=np.float32)
+  norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+  return np.divide(vectors, norms, out=vectors, where=norms > 0)
+
+
+def read_manifest(output_dir):
+  """The manifest of the last run, or None where there is none."""
+  path = FileSystems.join(output_dir, MANIFEST)
+  if not FileSystems.exists(path):
+    return None
+  return json.loads(read_bytes(path))
