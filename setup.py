@@ -21,6 +21,7 @@ REQUIRED_PACKAGES = [
     # report, similar and duplicates: nearest neighbours over millions of embeddings (exact
     # or inverted-file indexes, range search) and the report's plots, drawn as SVG.
     'faiss-cpu>=1.8,<2',
+    'scipy>=1.11,<2',  # connected components of the near-duplicate pairs
     'matplotlib>=3.8,<4',
 ]
 

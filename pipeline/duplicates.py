@@ -1,6 +1,6 @@
 """label-images duplicates: groups of near-duplicate images, by embedding cosine.
 
-  label-images duplicates OUTPUT_DIR [--threshold 0.90] [--nprobe 4]
+  label-images duplicates OUTPUT_DIR [--threshold 0.90]
 
 Two images whose embeddings have a cosine above the threshold are a pair; images linked
 through a chain of pairs form one group. Writes OUTPUT_DIR/duplicates.parquet, one row per
@@ -19,16 +19,17 @@ import io
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import scipy.sparse
+import scipy.sparse.csgraph
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import results
 from pipeline.console import add_verbose_flag, status
 from pipeline.embedding_index import index_for
 from transforms.files import write_bytes
 
 DEFAULT_THRESHOLD = 0.90
-# Near-duplicates fall in the same inverted list, or the next nearest, almost always.
-DEFAULT_NPROBE = 4
+# Rows compared with all others at once: 1024 x 50,000 cosines take 200 MB.
+BLOCK_ROWS = 1024
 DUPLICATES_FILE = 'duplicates.parquet'
 DUPLICATES_SCHEMA = pa.schema([
     pa.field('group', pa.int64(), nullable=False),
@@ -39,69 +40,134 @@ DUPLICATES_SCHEMA = pa.schema([
 
 
 class _Groups:
-  """Union-find over row ids, created only for rows that have a pair."""
+  """Union-find over row ids."""
 
-  def __init__(self):
-    self.parent = {}
+  def __init__(self, size):
+    self.parent = np.arange(size)
 
   def root(self, row):
-    path = []
-    while self.parent.setdefault(row, row) != row:
-      path.append(row)
-      row = self.parent[row]
-    for member in path:
-      self.parent[member] = row
+    parent = self.parent
+    while parent[row] != row:
+      parent[row] = parent[parent[row]]
+      row = parent[row]
     return row
 
-  def join(self, a, b):
-    a, b = self.root(a), self.root(b)
-    if a != b:
-      self.parent[max(a, b)] = min(a, b)
+  def join(self, rows):
+    first = self.root(rows[0])
+    for row in rows[1:]:
+      root = self.root(row)
+      if root != first:
+        self.parent[max(root, first)] = min(root, first)
+        first = min(root, first)
 
 
-def nearest_pairs(embedding_index, output_dir, threshold, progress=status):
-  """({row: (nearest row, cosine)}, _Groups) over every row with a neighbour above
-  threshold, streaming the queries from the parts."""
-  nearest, groups, first = {}, _Groups(), 0
-  for batch in results.read_batches(results.label_parts(output_dir), ['embedding']):
-    limits, cosines, rows = embedding_index.range_search(results.unit_embeddings(batch),
-                                                         threshold)
-    for query in np.flatnonzero(np.diff(limits)):
-      row = first + int(query)
-      span = slice(limits[query], limits[query + 1])
-      others = rows[span] != row
-      if not others.any():
-        continue
-      neighbour_cosines, neighbours = cosines[span][others], rows[span][others]
-      best = int(np.argmax(neighbour_cosines))
-      nearest[row] = (int(neighbours[best]), float(neighbour_cosines[best]))
-      for neighbour in neighbours:
-        groups.join(row, int(neighbour))
-    first += len(batch)
-    progress(f'searched {first:,} of {embedding_index.size:,} images', transient=True)
-  return nearest, groups
+class _Pairs:
+  """What the pairs found so far say: each row's nearest neighbour, and the groups."""
+
+  def __init__(self, size):
+    self.cosine = np.full(size, -np.inf, np.float32)
+    self.nearest = np.full(size, -1, np.int64)
+    self.groups = _Groups(size)
+
+  def _keep_nearest(self, rows, neighbours, cosines):
+    """For each distinct row, its best neighbour among these pairs, if better than before."""
+    order = np.lexsort((-cosines, rows))
+    first = order[np.r_[True, rows[order][1:] != rows[order][:-1]]]
+    rows, neighbours, cosines = rows[first], neighbours[first], cosines[first]
+    better = cosines > self.cosine[rows]
+    self.cosine[rows[better]] = cosines[better]
+    self.nearest[rows[better]] = neighbours[better]
+
+  def add_block(self, rows_a, vectors_a, rows_b, vectors_b, threshold):
+    """Compares every row of a with every row of b (each row with itself excepted)."""
+    for start in range(0, len(rows_a), BLOCK_ROWS):
+      chunk = slice(start, start + BLOCK_ROWS)
+      cosines = vectors_a[chunk] @ vectors_b.T
+      hit_a, hit_b = np.nonzero(cosines > threshold)
+      pair_a, pair_b = rows_a[chunk][hit_a], rows_b[hit_b]
+      others = pair_a != pair_b
+      if others.any():
+        self._add_pairs(pair_a[others], pair_b[others], cosines[hit_a[others], hit_b[others]])
+
+  def _add_pairs(self, rows_a, rows_b, cosines):
+    self._keep_nearest(rows_a, rows_b, cosines)
+    self._keep_nearest(rows_b, rows_a, cosines)
+    # Rows linked through a chain of these pairs form a component: joining each component
+    # once keeps the work linear in rows, however many pairs a group of copies makes.
+    nodes, ends = np.unique(np.concatenate([rows_a, rows_b]), return_inverse=True)
+    graph = scipy.sparse.coo_matrix(
+        (np.ones(len(rows_a), np.int8), (ends[:len(rows_a)], ends[len(rows_a):])),
+        shape=(len(nodes), len(nodes)))
+    _, component = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    order = np.argsort(component, kind='stable')
+    for members in np.split(nodes[order], np.flatnonzero(np.diff(component[order])) + 1):
+      self.groups.join(members)
 
 
-def duplicates_table(embedding_index, nearest, groups):
-  """One row per image with a pair; groups numbered from 0 by their first row id."""
-  rows = sorted(nearest)
-  roots = [groups.root(row) for row in rows]
-  numbers = {root: number for number, root in enumerate(sorted(set(roots)))}
+def _second_list_members(embedding_index):
+  """{list: row ids whose second nearest centroid it is}, and where each row is stored."""
+  rows = embedding_index.size
+  list_of, offset_of, second_of = (np.empty(rows, np.int64) for _ in range(3))
+  for number, (members, vectors) in enumerate(embedding_index.lists()):
+    list_of[members], offset_of[members] = number, np.arange(len(members))
+    nearest_two = embedding_index.nearest_lists(vectors, 2)
+    # Decoded from 8 bits, a vector's nearest centroid may differ from the one it was
+    # assigned to: its second list is then the nearest.
+    second_of[members] = np.where(nearest_two[:, 1] == number, nearest_two[:, 0],
+                                  nearest_two[:, 1])
+  order = np.argsort(second_of, kind='stable')
+  bounds = np.searchsorted(second_of[order], np.arange(embedding_index.list_count + 1))
+  return order, bounds, list_of, offset_of
+
+
+def find_pairs(embedding_index, threshold, progress=status):
+  """_Pairs over every pair of images with a cosine above threshold.
+
+  The exact index is compared block by block, all with all. An inverted file is compared
+  list by list: each list's members with each other, and with the images whose second
+  nearest centroid is that list's, which finds near-duplicates split by a boundary
+  between two lists. Both are matrix products, rather than one query at a time.
+  """
+  pairs = _Pairs(embedding_index.size)
+  if embedding_index.exact:
+    (rows, vectors), = embedding_index.lists()
+    for start in range(0, len(rows), BLOCK_ROWS):
+      block = slice(start, start + BLOCK_ROWS)
+      pairs.add_block(rows[block], vectors[block], rows, vectors, threshold)
+      progress(f'compared {min(start + BLOCK_ROWS, len(rows)):,} of {len(rows):,} images',
+               transient=True)
+    return pairs
+  order, bounds, list_of, offset_of = _second_list_members(embedding_index)
+  codes_of_list = embedding_index.all_list_codes()
+  done = 0
+  for number, (rows, vectors) in enumerate(embedding_index.lists()):
+    seconds = order[bounds[number]:bounds[number + 1]]
+    codes = [codes_of_list[list_of[row]][offset_of[row]] for row in seconds]
+    others = embedding_index.decode(np.stack(codes)) if codes else vectors[:0]
+    pairs.add_block(rows, vectors, np.concatenate([rows, seconds]),
+                    np.concatenate([vectors, others]), threshold)
+    done += len(rows)
+    progress(f'compared {done:,} of {embedding_index.size:,} images', transient=True)
+  return pairs
+
+
+def duplicates_table(embedding_index, pairs):
+  """One row per image with a near-duplicate; groups numbered from 0 in row order."""
+  rows = np.flatnonzero(pairs.nearest >= 0)
+  roots = np.array([pairs.groups.root(row) for row in rows], np.int64)
+  _, group = np.unique(roots, return_inverse=True)
   return pa.table({
-      'group': pa.array([numbers[root] for root in roots], pa.int64()),
-      'uri': embedding_index.uris.take(pa.array(rows, pa.int64())),
-      'nearest_uri': embedding_index.uris.take(
-          pa.array([nearest[row][0] for row in rows], pa.int64())),
-      'cosine': pa.array([nearest[row][1] for row in rows], pa.float32()),
+      'group': pa.array(group, pa.int64()),
+      'uri': embedding_index.uris.take(pa.array(rows)),
+      'nearest_uri': embedding_index.uris.take(pa.array(pairs.nearest[rows])),
+      'cosine': pa.array(pairs.cosine[rows], pa.float32()),
   }, schema=DUPLICATES_SCHEMA)
 
 
-def find_duplicates(output_dir, threshold=DEFAULT_THRESHOLD, nprobe=DEFAULT_NPROBE):
-  """Writes OUTPUT_DIR/duplicates.parquet; returns its table."""
+def find_duplicates(output_dir, threshold=DEFAULT_THRESHOLD):
+  """Writes OUTPUT_DIR/duplicates.parquet; returns its table and the images searched."""
   embedding_index = index_for(output_dir)
-  embedding_index.set_nprobe(nprobe)
-  nearest, groups = nearest_pairs(embedding_index, output_dir, threshold)
-  table = duplicates_table(embedding_index, nearest, groups)
+  table = duplicates_table(embedding_index, find_pairs(embedding_index, threshold))
   buffer = io.BytesIO()
   pq.write_table(table, buffer)
   write_bytes(FileSystems.join(output_dir, DUPLICATES_FILE), buffer.getvalue())
@@ -133,10 +199,6 @@ def parse_args(argv):
       '--threshold', type=float, default=DEFAULT_THRESHOLD,
       help='Cosine of the embeddings above which two images are near-duplicates. '
       'Default: %(default)s')
-  parser.add_argument(
-      '--nprobe', type=int, default=DEFAULT_NPROBE,
-      help='Above 50,000 images: how many inverted lists each image is compared within '
-      '(more finds more pairs, slower). Default: %(default)s')
   add_verbose_flag(parser)
   args = parser.parse_args(argv)
   if not -1 <= args.threshold <= 1:
@@ -146,6 +208,6 @@ def parse_args(argv):
 
 def main(argv):
   args = parse_args(argv)
-  table, images = find_duplicates(args.output_dir, args.threshold, args.nprobe)
+  table, images = find_duplicates(args.output_dir, args.threshold)
   print(summary(table, images, args.threshold, args.output_dir))
   return 0

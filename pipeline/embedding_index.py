@@ -1,9 +1,9 @@
 """A faiss index of an output directory's embeddings, by cosine, saved beside the results.
 
-Up to EXACT_LIMIT images the index is exact (every vector compared). Above, it is an
-inverted file: vectors are assigned to the nearest of ~4*sqrt(n) k-means centroids, stored
-8 bits per dimension (1.3 KB per image instead of 5 KB), and a query scans only the lists
-of its `nprobe` nearest centroids. Embeddings are streamed from the parts a batch at a
+Up to EXACT_LIMIT images the index is exact: every vector, as float32. Above, it is an
+inverted file: vectors are assigned to the nearest of ~2*sqrt(n) k-means centroids and
+stored 8 bits per dimension (1.3 KB per image instead of 5 KB; cosines then carry an error
+of about 0.005), and a query scans only the lists of its `nprobe` nearest centroids. Embeddings are streamed from the parts a batch at a
 time, so memory holds the index, never the Parquet.
 
 Row ids count through the labels parts in name order. OUTPUT_DIR/index/ holds the index,
@@ -30,7 +30,7 @@ from transforms.model import EMBEDDING_SIZE
 
 INDEX_DIR = 'index'
 EXACT_LIMIT = 50_000
-TRAINING_PER_CENTROID = 20
+TRAINING_PER_CENTROID = 40  # faiss asks for at least 39
 SEARCH_NPROBE = 32  # one query at a time: cheap, so scan widely
 
 _INDEX_FILE = 'embeddings.faiss'
@@ -48,8 +48,9 @@ def _index_path(output_dir, name):
 
 
 def centroid_count(rows):
-  """~4 * sqrt(n), as a power of two."""
-  return 2 ** round(math.log2(4 * math.sqrt(rows)))
+  """~2 * sqrt(n), as a power of two: assigning vectors costs n * lists, comparing the
+  members of each list n^2 / lists."""
+  return 2 ** round(math.log2(2 * math.sqrt(rows)))
 
 
 class EmbeddingIndex:
@@ -60,10 +61,9 @@ class EmbeddingIndex:
     self.uris = rows.column('uri')
     self.labels = rows.column('label')
     self.parts = parts  # {part file name: rows}
-
-  @property
-  def exact(self):
-    return self.index.__class__.__name__ == 'IndexFlatIP'
+    faiss = _faiss()
+    self.exact = isinstance(index, faiss.IndexFlat)
+    self._ivf = None if self.exact else faiss.downcast_index(faiss.extract_index_ivf(index))
 
   @property
   def size(self):
@@ -83,24 +83,59 @@ class EmbeddingIndex:
 
   def set_nprobe(self, nprobe):
     if not self.exact:
-      _faiss().extract_index_ivf(self.index).nprobe = nprobe
+      self._ivf.nprobe = nprobe
 
   def search(self, vectors, k):
     """(cosines [n, k], row ids [n, k]) of the k nearest, nearest first; -1 pads."""
     return self.index.search(np.ascontiguousarray(vectors, np.float32), k)
 
-  def range_search(self, vectors, threshold):
-    """(limits, cosines, row ids): query i's neighbours above `threshold` are
-    [limits[i]:limits[i+1]]."""
-    return self.index.range_search(np.ascontiguousarray(vectors, np.float32), threshold)
+  def lists(self):
+    """Yields (row ids, float32 vectors) of each inverted list; the exact index is one list.
+    The vectors of a list are decoded when it is reached."""
+    faiss = _faiss()
+    if self.exact:
+      vectors = faiss.rev_swig_ptr(self.index.get_xb(), self.size * EMBEDDING_SIZE)
+      yield np.arange(self.size), vectors.reshape(self.size, EMBEDDING_SIZE)
+      return
+    for number in range(self.list_count):
+      yield self.list_rows(number), self.decode(self.list_codes(number))
+
+  def list_rows(self, number):
+    invlists = self._ivf.invlists
+    return _faiss().rev_swig_ptr(invlists.get_ids(number), invlists.list_size(number)).copy()
+
+  @property
+  def list_count(self):
+    return 1 if self.exact else self._ivf.nlist
+
+  def all_list_codes(self):
+    return [self.list_codes(number) for number in range(self.list_count)]
+
+  def list_codes(self, number):
+    """The 8-bit codes of a list's vectors [size, 1280], without a copy."""
+    invlists = self._ivf.invlists
+    size = invlists.list_size(number)
+    return _faiss().rev_swig_ptr(invlists.get_codes(number), size * invlists.code_size).reshape(
+        size, invlists.code_size)
+
+  def decode(self, codes):
+    return self._ivf.sq.decode(np.ascontiguousarray(codes))
+
+  def nearest_lists(self, vectors, count):
+    """The lists whose centroids are nearest to each vector [n, count], nearest first."""
+    return self._ivf.quantizer.search(vectors, count)[1]
 
 
 def _new_index(rows):
   faiss = _faiss()
   if rows <= EXACT_LIMIT:
     return faiss.IndexFlatIP(EMBEDDING_SIZE)
-  return faiss.index_factory(EMBEDDING_SIZE, f'IVF{centroid_count(rows)},SQ8',
-                             faiss.METRIC_INNER_PRODUCT)
+  index = faiss.index_factory(EMBEDDING_SIZE, f'IVF{centroid_count(rows)},SQ8',
+                              faiss.METRIC_INNER_PRODUCT)
+  # Codes of the vectors themselves, not of their offsets from the centroid: a list's
+  # members then decode without it, to be compared with other lists' members.
+  faiss.extract_index_ivf(index).by_residual = False
+  return index
 
 
 def _training_sample(paths, total, wanted):
