@@ -30,6 +30,13 @@ ALL_PHOTOS = sorted([*REFERENCE_LABELS, 'face.jpg'])
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'fixtures'))
 
 
+def unavailable(reason):
+  """Skips a test whose component is missing; under CI (CI set), fails it instead."""
+  if os.environ.get('CI'):
+    pytest.fail(f'CI must provide this: {reason}')
+  pytest.skip(reason)
+
+
 def _require_shared():
   if not os.path.exists(TFLITE_MODEL):
     pytest.skip(f'the shared fixtures are absent: no {TFLITE_MODEL}')

@@ -1,12 +1,8 @@
-"""`label-images duplicates` on a million synthetic embeddings with planted near-duplicates:
-recall of the planted pairs, time and peak memory. Not part of CI (minutes, 5 GB of disk).
+"""`label-images duplicates` on a million synthetic embeddings with planted near-duplicates
+(tests/fixtures/synthetic_embeddings.py): recall of the planted pairs, time and peak memory.
+Not part of CI (minutes, 5 GB of disk).
 
   python tests/perf/duplicates_at_scale.py [--images 1000000] [--planted 5000] [--keep DIR]
-
-The embeddings imitate MobileNet V2's: non-negative (after ReLU6 and pooling), clustered by
-class (1,000 prototypes), with unrelated images at cosine ~0.4 (at most ~0.7) as measured on
-real photos. A planted copy is its source plus noise, at cosine 0.92-0.99 with it: the range
-real re-encoded, halved and cropped copies measured (tests/perf/duplicate_threshold.py).
 """
 
 import argparse
@@ -16,83 +12,13 @@ import shutil
 import sys
 import tempfile
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests', 'fixtures')]
 
 from measure import run_measured  # pylint: disable=wrong-import-position
-from transforms.model import EMBEDDING_SIZE  # pylint: disable=wrong-import-position
-from transforms.schema import LABELS_SCHEMA  # pylint: disable=wrong-import-position
-
-ROWS_PER_PART = 20_000
-CLASSES = 1000
-
-
-def _unit(vectors):
-  return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def _images(rng, prototypes, count):
-  classes = rng.integers(0, CLASSES, count)
-  noise = rng.normal(0, 0.7, (count, EMBEDDING_SIZE)).astype(np.float32)
-  return _unit(np.maximum(prototypes[classes] * 0.8 + noise, 0)), classes
-
-
-def _copies(rng, sources):
-  """Each source plus noise of a random strength: cosine 0.92-0.99 with it."""
-  strength = rng.uniform(0.006, 0.016, (len(sources), 1)).astype(np.float32)
-  noise = rng.normal(0, 1, sources.shape).astype(np.float32) * strength
-  return _unit(np.maximum(sources + noise, 0))
-
-
-def _uri(row):
-  return f'gs://photos/{row:08d}.jpg'
-
-
-def _part(path, uris, vectors, classes):
-  count = len(uris)
-  embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), EMBEDDING_SIZE)
-  labels = [f'class {c}' for c in classes]
-  table = pa.table({
-      'uri': uris, 'label': labels, 'label_index': pa.array(classes, pa.int32()),
-      'score': pa.array(np.full(count, 0.9), pa.float32()),
-      'top_k_labels': [[label] for label in labels],
-      'top_k_scores': pa.array([[0.9]] * count, pa.list_(pa.float32())),
-      'embedding': embedding,
-      'width': pa.array(np.full(count, 640), pa.int32()),
-      'height': pa.array(np.full(count, 480), pa.int32()),
-      'model': ['synthetic'] * count,
-  }, schema=LABELS_SCHEMA)
-  pq.write_table(table, path)
-
-
-def write_output(output_dir, images, planted, seed=0):
-  """Parts of `images` rows, the last `planted` of them copies of earlier ones; returns
-  {copy uri: source uri}."""
-  rng = np.random.default_rng(seed)
-  prototypes = np.maximum(rng.normal(0, 1, (CLASSES, EMBEDDING_SIZE)), 0).astype(np.float32)
-  originals = images - planted
-  # Sources are drawn from the first part, kept in memory until the copies are written.
-  sources = np.sort(rng.choice(min(originals, ROWS_PER_PART), planted, replace=False))
-  source_vectors, source_classes = None, None
-  planted_pairs = {}
-  for part, start in enumerate(range(0, images, ROWS_PER_PART)):
-    stop = min(images, start + ROWS_PER_PART)
-    vectors, classes = _images(rng, prototypes, max(0, min(stop, originals) - start))
-    if start == 0:
-      source_vectors, source_classes = vectors[sources], classes[sources]
-    copies = slice(max(start, originals) - originals, stop - originals)
-    if copies.start < copies.stop:
-      vectors = np.concatenate([vectors, _copies(rng, source_vectors[copies])])
-      classes = np.concatenate([classes, source_classes[copies]])
-      for copy, source in zip(range(copies.start, copies.stop), sources[copies]):
-        planted_pairs[_uri(originals + copy)] = _uri(source)
-    _part(os.path.join(output_dir, f'labels-synthetic-0-{part:05d}.parquet'),
-          [_uri(i) for i in range(start, stop)], vectors, classes)
-  return planted_pairs
+from synthetic_embeddings import write_output  # pylint: disable=wrong-import-position
 
 
 def main():

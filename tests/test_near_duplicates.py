@@ -1,0 +1,94 @@
+"""The near-duplicate search and its index, in process, on synthetic embeddings: the
+inverted-file path that outputs above EXACT_LIMIT images take, on a few thousand."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import duplicates, embedding_index, similar
+from synthetic_embeddings import write_output
+from transforms.model import EMBEDDING_SIZE
+from transforms.schema import LABELS_SCHEMA
+
+IMAGES, PLANTED = 6_000, 100
+
+
+@pytest.fixture(scope='module')
+def synthetic_output(tmp_path_factory):
+  output = tmp_path_factory.mktemp('synthetic')
+  return output, write_output(str(output), IMAGES, PLANTED)
+
+
+def groups_found(output):
+  rows = pq.read_table(output / 'duplicates.parquet').to_pylist()
+  return {row['uri']: row['group'] for row in rows}, rows
+
+
+@pytest.mark.parametrize('exact_limit', [10_000, 1_000])
+def test_planted_copies_are_found_exactly_or_by_the_inverted_file(
+    synthetic_output, monkeypatch, exact_limit):
+  output, planted = synthetic_output
+  monkeypatch.setattr(embedding_index, 'EXACT_LIMIT', exact_limit)
+  for stale in (output / 'index').glob('*'):
+    stale.unlink()
+  table, images = duplicates.find_duplicates(str(output))
+  assert images == IMAGES
+  assert embedding_index.load_index(str(output)).exact == (exact_limit > IMAGES)
+  group, rows = groups_found(output)
+  recalled = [copy for copy, source in planted.items()
+              if copy in group and group[copy] == group.get(source)]
+  assert len(recalled) >= 0.95 * PLANTED
+  assert set(group) <= set(planted) | set(planted.values())  # nothing unrelated
+  assert len(set(group.values())) == len(group) // 2
+  partner = {**planted, **{source: copy for copy, source in planted.items()}}
+  for row in rows:
+    assert row['nearest_uri'] == partner[row['uri']]
+    assert duplicates.DEFAULT_THRESHOLD < row['cosine'] <= 1.01
+
+
+def test_similar_over_the_inverted_file_finds_the_source_of_a_copy(
+    synthetic_output, monkeypatch):
+  output, planted = synthetic_output
+  monkeypatch.setattr(embedding_index, 'EXACT_LIMIT', 1_000)
+  for stale in (output / 'index').glob('*'):
+    stale.unlink()
+  for copy, source in list(planted.items())[:10]:
+    answers = similar.most_similar(str(output), k=3, uri=copy)
+    assert answers[0]['uri'] == source
+    assert all(answer['uri'] != copy for answer in answers)
+
+
+def _output_of(tmp_path, vectors):
+  count = len(vectors)
+  table = pa.table({
+      'uri': [f'/photos/{i}.jpg' for i in range(count)], 'label': ['x'] * count,
+      'label_index': pa.array([1] * count, pa.int32()),
+      'score': pa.array([0.5] * count, pa.float32()),
+      'top_k_labels': [['x']] * count, 'top_k_scores': pa.array([[0.5]] * count,
+                                                                pa.list_(pa.float32())),
+      'embedding': pa.FixedSizeListArray.from_arrays(
+          pa.array(np.asarray(vectors, np.float32).ravel()), EMBEDDING_SIZE),
+      'width': pa.array([1] * count, pa.int32()), 'height': pa.array([1] * count, pa.int32()),
+      'model': ['m'] * count,
+  }, schema=LABELS_SCHEMA)
+  pq.write_table(table, tmp_path / 'labels-run-0-00000.parquet')
+  return str(tmp_path)
+
+
+def test_a_chain_of_pairs_is_one_group(tmp_path):
+  """a~b and b~c above the threshold, a~c below it: still one group of three."""
+  axes = np.eye(EMBEDDING_SIZE)
+  angle = np.arccos(0.95)
+  a = axes[0]
+  b = np.cos(angle) * axes[0] + np.sin(angle) * axes[1]
+  c = np.cos(2 * angle) * axes[0] + np.sin(2 * angle) * axes[1]
+  far = axes[2]
+  assert a @ c < duplicates.DEFAULT_THRESHOLD
+  output = _output_of(tmp_path, [a, far, c, b * 3.0])  # length does not matter
+  table, _ = duplicates.find_duplicates(output)
+  rows = {row['uri']: row for row in table.to_pylist()}
+  assert set(rows) == {'/photos/0.jpg', '/photos/2.jpg', '/photos/3.jpg'}
+  assert {row['group'] for row in rows.values()} == {0}
+  assert rows['/photos/0.jpg']['nearest_uri'] == '/photos/3.jpg'
+  assert rows['/photos/3.jpg']['cosine'] == pytest.approx(0.95, abs=1e-5)
