@@ -30,6 +30,7 @@ from transforms.files import write_bytes
 DEFAULT_THRESHOLD = 0.90
 # Rows compared with all others at once: 1024 x 50,000 cosines take 200 MB.
 BLOCK_ROWS = 1024
+SECONDS_AT_ONCE = 8192
 DUPLICATES_FILE = 'duplicates.parquet'
 DUPLICATES_SCHEMA = pa.schema([
     pa.field('group', pa.int64(), nullable=False),
@@ -141,11 +142,13 @@ def find_pairs(embedding_index, threshold, progress=status):
   codes_of_list = embedding_index.all_list_codes()
   done = 0
   for number, (rows, vectors) in enumerate(embedding_index.lists()):
+    pairs.add_block(rows, vectors, rows, vectors, threshold)
+    # A few lists are the second nearest of very many images: a slice at a time.
     seconds = order[bounds[number]:bounds[number + 1]]
-    codes = [codes_of_list[list_of[row]][offset_of[row]] for row in seconds]
-    others = embedding_index.decode(np.stack(codes)) if codes else vectors[:0]
-    pairs.add_block(rows, vectors, np.concatenate([rows, seconds]),
-                    np.concatenate([vectors, others]), threshold)
+    for start in range(0, len(seconds), SECONDS_AT_ONCE):
+      others = seconds[start:start + SECONDS_AT_ONCE]
+      codes = np.stack([codes_of_list[list_of[row]][offset_of[row]] for row in others])
+      pairs.add_block(rows, vectors, others, embedding_index.decode(codes), threshold)
     done += len(rows)
     progress(f'compared {done:,} of {embedding_index.size:,} images', transient=True)
   return pairs

@@ -92,3 +92,11 @@ def test_a_chain_of_pairs_is_one_group(tmp_path):
   assert {row['group'] for row in rows.values()} == {0}
   assert rows['/photos/0.jpg']['nearest_uri'] == '/photos/3.jpg'
   assert rows['/photos/3.jpg']['cosine'] == pytest.approx(0.95, abs=1e-5)
+
+
+def test_codes_decode_as_faiss_decodes_them(synthetic_output, monkeypatch):
+  output, _ = synthetic_output
+  monkeypatch.setattr(embedding_index, 'EXACT_LIMIT', 1_000)
+  index = embedding_index.build_index(str(output), progress=lambda *_, **__: None)
+  codes = index.list_codes(0)[:64].copy()
+  np.testing.assert_array_equal(index.decode(codes), index._ivf.sq.decode(codes))  # pylint: disable=protected-access
