@@ -47,6 +47,24 @@ def test_planted_copies_are_found_exactly_or_by_the_inverted_file(
     assert duplicates.DEFAULT_THRESHOLD < row['cosine'] <= 1.01
 
 
+def test_pairs_split_between_two_lists_are_found(tmp_path, monkeypatch):
+  """Many small lists, so that some planted pairs straddle a boundary between two."""
+  planted = write_output(str(tmp_path), IMAGES, 300)
+  monkeypatch.setattr(embedding_index, 'EXACT_LIMIT', 1_000)
+  monkeypatch.setattr(embedding_index, 'centroid_count', lambda rows: 512)
+  index = embedding_index.build_index(str(tmp_path), progress=lambda *_, **__: None)
+  list_of = np.empty(index.size, np.int64)
+  for number in range(index.list_count):
+    list_of[index.list_rows(number)] = number
+  row = {uri: i for i, uri in enumerate(index.uris.to_pylist())}
+  split = [(row[copy], row[source]) for copy, source in planted.items()
+           if list_of[row[copy]] != list_of[row[source]]]
+  assert split
+  pairs = duplicates.find_pairs(index, duplicates.DEFAULT_THRESHOLD,
+                                progress=lambda *_, **__: None)
+  assert all(pairs.groups.root(a) == pairs.groups.root(b) for a, b in split)
+
+
 def test_similar_over_the_inverted_file_finds_the_source_of_a_copy(
     synthetic_output, monkeypatch):
   output, planted = synthetic_output
