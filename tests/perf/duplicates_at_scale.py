@@ -35,6 +35,9 @@ def main():
                        cwd=ROOT)
     if run.exit_code:
       raise SystemExit(run.output)
+    query = next(iter(planted_pairs))
+    search = run_measured([sys.executable, '-m', 'pipeline.run', 'similar', output_dir,
+                           '--uri', query, '--k', '1', '--json'], cwd=ROOT)
     found = pq.read_table(os.path.join(output_dir, 'duplicates.parquet')).to_pylist()
     group_of = {row['uri']: row['group'] for row in found}
     recalled = sum(1 for copy, source in planted_pairs.items()
@@ -48,6 +51,9 @@ def main():
         'images_grouped_not_planted': sum(1 for uri in group_of if uri not in planted_uris),
         'seconds': round(run.seconds, 1),
         'peak_rss_mb': round(run.peak_rss_mb),
+        'similar_seconds': round(search.seconds, 1),
+        'similar_peak_rss_mb': round(search.peak_rss_mb),
+        'similar_found_the_source': planted_pairs[query] in search.output,
         'index_mb': round(os.path.getsize(
             os.path.join(output_dir, 'index', 'embeddings.faiss')) / 2**20),
     }, indent=2))
