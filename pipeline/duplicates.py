@@ -186,7 +186,7 @@ def summary(table, images, threshold, output_dir):
   members = table.filter(pa.compute.equal(table.column('group'), largest)).column('uri')
   return '\n'.join([
       f'label-images: {len(table):,} of {images:,} images have a near-duplicate (cosine above '
-      f'{threshold:g}), in {len(sizes):,} groups',
+      f'{threshold:g}), in {len(sizes):,} group' + ('' if len(sizes) == 1 else 's'),
       f'  largest group: {sizes[largest]} images, e.g. ' + ', '.join(
           members.slice(0, 3).to_pylist()),
       f'  output: {FileSystems.join(output_dir, DUPLICATES_FILE)}',

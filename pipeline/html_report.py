@@ -104,6 +104,10 @@ def score_plot(histogram, low_confidence):
   return _svg(figure)
 
 
+def _images(count):
+  return f'{count:,} image' + ('' if count == 1 else 's')
+
+
 def _e(value):
   return html.escape(str(value))
 
@@ -144,7 +148,7 @@ def _examples_section(stats, pictures):
   for label, count in stats.label_counts.most_common(LABELS_WITH_EXAMPLES):
     strip = ''.join(_image(uri, pictures, f'{score:.2f}')
                     for score, uri in stats.examples[label])
-    rows.append(f'<h3>{_e(label)} <span class="muted">{count:,} images</span></h3>'
+    rows.append(f'<h3>{_e(label)} <span class="muted">{_images(count)}</span></h3>'
                 f'<div class="strip">{strip}</div>')
   return ''.join(rows)
 
@@ -181,7 +185,8 @@ def _duplicates_section(duplicates, pictures):
       f'<h3>Group of {len(uris)}{"+" if len(uris) == 6 else ""}</h3><div class="strip">'
       + ''.join(_image(uri, pictures, uri.rsplit('/', 1)[-1]) for uri in uris) + '</div>'
       for uris in members)
-  return f'<p>{images:,} images in {groups:,} groups; the largest:</p>{strips}'
+  return (f'<p>{_images(images)} in {groups:,} group{"" if groups == 1 else "s"}; the largest:</p>'
+          f'{strips}')
 
 
 def render(output_dir, low_confidence=DEFAULT_LOW_CONFIDENCE):
