@@ -7,7 +7,8 @@ Also Beam's --setup_file for remote workers: it installs the `pipeline` and
 import setuptools
 
 REQUIRED_PACKAGES = [
-    'apache-beam[gcp]==2.77.0',
+    # gcp, aws, azure: Beam's filesystems for gs://, s3:// and azfs:// (and Dataflow).
+    'apache-beam[gcp,aws,azure]==2.77.0',
     'tensorflow==2.21.0',
     'tensorflow-hub==0.16.1',
     # The fast engine: TFLite on XNNPACK (tf.lite.Interpreter's successor).
@@ -28,6 +29,7 @@ REQUIRED_PACKAGES = [
 TEST_PACKAGES = [
     'pytest>=8',
     'gcp-storage-emulator>=2024.8.3',
+    'moto[server]>=5,<6',  # an S3 server on loopback
     'duckdb>=1.1',
     'pandas>=2.2',
 ]

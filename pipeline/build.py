@@ -9,6 +9,7 @@ from transforms.decode import DecodeImages
 from transforms.failures import FAILURES
 from transforms.inference import MobileNetHandler
 from transforms.inputs import ListImageUris
+from transforms.http_read import HttpSettings
 from transforms.read import ReadImageBytes
 from transforms.rows import ToRows
 from transforms.schema import ERRORS, ERRORS_SCHEMA, LABELS, LABELS_SCHEMA
@@ -23,7 +24,9 @@ def build_pipeline(pipeline, options, run_id):
               | 'ListUris' >> ListImageUris(options.input)
               | 'SelectUris' >> SelectUrisToLabel(options.output if options.resume else None))
   read = selected.uris | 'Read' >> beam.ParDo(ReadImageBytes(
-      options.max_image_bytes, options.max_read_attempts)).with_outputs(FAILURES, main='images')
+      options.max_image_bytes, options.max_read_attempts,
+      HttpSettings(options.http_connections_per_host, options.http_timeout_s))).with_outputs(
+          FAILURES, main='images')
   decoded = read.images | 'Decode' >> beam.ParDo(
       DecodeImages(options.max_image_pixels)).with_outputs(FAILURES, main='images')
   handler = MobileNetHandler(

@@ -23,6 +23,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline import results
 from pipeline.console import add_verbose_flag, status
 from pipeline.embedding_index import index_for
 from transforms.files import write_bytes
@@ -203,7 +204,7 @@ def parse_args(argv):
       help='Cosine of the embeddings above which two images are near-duplicates. '
       'Default: %(default)s')
   add_verbose_flag(parser)
-  args = parser.parse_args(argv)
+  args = results.parse_with_filesystem_options(parser, argv)
   if not -1 <= args.threshold <= 1:
     parser.error('--threshold is a cosine, between -1 and 1')
   return args

@@ -242,7 +242,7 @@ def parse_args(argv):
       '--low_confidence', type=float, default=DEFAULT_LOW_CONFIDENCE,
       help='Top scores below this count as unsure. Default: %(default)s')
   add_verbose_flag(parser)
-  return parser.parse_args(argv)
+  return results.parse_with_filesystem_options(parser, argv)
 
 
 def main(argv):

@@ -10,6 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.console import VERBOSE_HELP
 from transforms.decode import DEFAULT_MAX_PIXELS
+from transforms.http_read import DEFAULT_CONNECTIONS_PER_HOST, DEFAULT_TIMEOUT_S
 from transforms.inference import DEFAULT_BATCH_SIZE
 from transforms.inputs import input_format
 from transforms.int8 import require_int8
@@ -78,6 +79,14 @@ class LabelImagesOptions(PipelineOptions):
         '--max_read_attempts', type=int, default=DEFAULT_MAX_READ_ATTEMPTS,
         help='Attempts to read a file through transient failures (HTTP 429/5xx, timeouts, '
         'dropped connections), with exponential backoff. Default: %(default)s')
+    parser.add_argument(
+        '--http_connections_per_host', type=int, default=DEFAULT_CONNECTIONS_PER_HOST,
+        help='For http(s) images: the most connections each worker process opens to one host '
+        'at a time. Default: %(default)s')
+    parser.add_argument(
+        '--http_timeout_s', type=float, default=DEFAULT_TIMEOUT_S,
+        help='For http(s) images: seconds to wait for a connection, and for each chunk of a '
+        'response, before the read counts as failed (and is retried). Default: %(default)s')
     # Switches also take a value (--resume=true), as Flex Templates pass every parameter.
     parser.add_argument(
         '--resume', type=_switch, nargs='?', const=True, default=False,
@@ -115,7 +124,7 @@ def parse_args(argv):
   if not 1 <= args.top_k <= NUM_CLASSES:
     parser.error(f'--top_k must be between 1 and {NUM_CLASSES}')
   for name in ('batch_size', 'rows_per_file', 'max_image_bytes', 'max_image_pixels',
-               'max_read_attempts'):
+               'max_read_attempts', 'http_connections_per_host'):
     if getattr(args, name) < 1:
       parser.error(f'--{name} must be at least 1')
   if any(char in args.output for char in '*?['):
@@ -124,6 +133,8 @@ def parse_args(argv):
   args.output = args.output.rstrip('/') or '/'
   if args.resume and args.overwrite:
     parser.error('--resume and --overwrite exclude each other')
+  if args.http_timeout_s <= 0:
+    parser.error('--http_timeout_s must be above 0')
   if args.max_error_fraction is not None and not 0 <= args.max_error_fraction <= 1:
     parser.error('--max_error_fraction must be between 0 and 1')
   for problem in local_path_problems(args):

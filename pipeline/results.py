@@ -6,12 +6,26 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.output_dir import MANIFEST
 from transforms.files import file_name, matching_paths, open_file, read_bytes
 from transforms.schema import ERRORS, LABELS
 
 BATCH_ROWS = 8192  # 40 MB of embeddings
+
+
+def parse_with_filesystem_options(parser, argv):
+  """Parses argv, handing the Beam options among it (--s3_endpoint_url,
+  --azure_connection_string, ...) to Beam's filesystems, as a pipeline would."""
+  args, beam_args = parser.parse_known_args(argv)
+  options = PipelineOptions(beam_args)
+  given = {arg.split('=', 1)[0][2:] for arg in beam_args if arg.startswith('--')}
+  unknown = sorted(given - set(options.get_all_options()))
+  if unknown or any(not arg.startswith('--') for arg in beam_args[:1]):
+    parser.error(f'unrecognized arguments: {" ".join(beam_args)}')
+  FileSystems.set_options(options)
+  return args
 
 
 class NoResultsError(Exception):

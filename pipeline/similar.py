@@ -85,7 +85,7 @@ def parse_args(argv):
   parser.add_argument('--json', action='store_true',
                       help='Print a JSON list of {uri, similarity, label} instead of a table.')
   add_verbose_flag(parser)
-  args = parser.parse_args(argv)
+  args = results.parse_with_filesystem_options(parser, argv)
   if args.k < 1:
     parser.error('--k must be at least 1')
   return args

@@ -50,7 +50,7 @@ class FlakyReads:
     self.data = data
     self.calls = 0
 
-  def __call__(self, uri, max_bytes):
+  def __call__(self, uri, max_bytes, http):
     self.calls += 1
     if self.errors:
       raise self.errors.pop(0)

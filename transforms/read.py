@@ -1,8 +1,10 @@
-"""Reading an image's bytes from any Beam filesystem (local paths, gs://, ...).
+"""Reading an image's bytes from any Beam filesystem (local paths, gs://, s3://, azfs://)
+or over http(s) (http_read.py).
 
 Transient failures (HTTP 408, 429 and 5xx, timeouts, dropped connections) are retried
-with exponential backoff and full jitter; permanent ones (not found, forbidden, an
-unsupported URI) fail at once.
+with exponential backoff and full jitter, waiting at least what a Retry-After header asks
+(up to the longest backoff); permanent ones (not found, forbidden, an unsupported URI,
+a redirect loop) fail at once.
 """
 
 import random
@@ -17,6 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import metrics
 from transforms.failures import FAILURES, Failure, ImageError
+from transforms.http_read import HttpSettings, TooManyRedirects, is_http, read_url
 
 DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_READ_ATTEMPTS = 6
@@ -29,11 +32,18 @@ _PERMANENT_KINDS = {
     'PermissionError': 'permission_denied',
     'IsADirectoryError': 'is_a_directory',
     'NotADirectoryError': 'not_found',
+    'ResourceNotFoundError': 'not_found',  # Azure
+    'ClientAuthenticationError': 'permission_denied',  # Azure
+    TooManyRedirects.__name__: 'too_many_redirects',
 }
+_PERMANENT_STATUSES = {404: 'not_found', 410: 'not_found', 401: 'permission_denied',
+                       403: 'permission_denied'}
 # Transport errors of requests / urllib3 / http.client, matched by name: they share no base.
 _TRANSIENT_NAMES = {'Timeout', 'ReadTimeout', 'ConnectTimeout', 'ConnectionError',
                     'ChunkedEncodingError', 'ProtocolError', 'IncompleteRead',
-                    'RemoteDisconnected', 'TransportError'}
+                    'RemoteDisconnected', 'TransportError', 'ReadTimeoutError',
+                    'ConnectTimeoutError', 'NewConnectionError', 'ServiceRequestError',
+                    'ServiceResponseError'}
 
 
 class RetryPolicy(NamedTuple):
@@ -55,10 +65,20 @@ def _causes(exc):
   return seen
 
 
+def _status(exc):
+  """The HTTP status an error carries: google.api_core's, Beam's S3 client's and ours on
+  .code, Azure's on .status_code."""
+  for name in ('code', 'status_code'):
+    status = getattr(exc, name, None)
+    if isinstance(status, int) and 100 <= status < 600:
+      return status
+  return None
+
+
 def is_transient(exc):
   for cause in _causes(exc):
-    status = getattr(cause, 'code', None)  # google.api_core errors carry the HTTP status
-    if isinstance(status, int) and (status in (408, 429) or 500 <= status < 600):
+    status = _status(cause)
+    if status is not None and (status in (408, 429) or status >= 500):
       return True
     if isinstance(cause, (ConnectionError, TimeoutError)):
       return True
@@ -69,7 +89,8 @@ def is_transient(exc):
 
 def permanent_kind(exc):
   for cause in _causes(exc):
-    kind = _PERMANENT_KINDS.get(type(cause).__name__)
+    kind = _PERMANENT_KINDS.get(type(cause).__name__) or _PERMANENT_STATUSES.get(
+        _status(cause))
     if kind:
       return kind
     if isinstance(cause, ValueError) and 'Unable to get filesystem' in str(cause):
@@ -85,18 +106,25 @@ def beam_path(uri):
   return uri
 
 
-def _read_once(uri, max_bytes):
+def retry_after(exc):
+  """Seconds the server asked to wait before trying again, or 0."""
+  return max([getattr(cause, 'retry_after', None) or 0 for cause in _causes(exc)])
+
+
+def _read_once(uri, max_bytes, http):
+  if is_http(uri):
+    return read_url(uri, max_bytes, http)
   # UNCOMPRESSED: a name ending in .gz or .bz2 must not be inflated behind our back.
   with FileSystems.open(beam_path(uri), compression_type=CompressionTypes.UNCOMPRESSED) as f:
     return f.read(max_bytes + 1)
 
 
 def read_image_bytes(uri, max_bytes=DEFAULT_MAX_IMAGE_BYTES, retry=RetryPolicy(),
-                     on_retry=lambda: None):
+                     on_retry=lambda: None, http=HttpSettings()):
   """Returns the file's bytes, reading at most max_bytes + 1 of them; raises ImageError."""
   for attempt in range(retry.max_attempts):
     try:
-      image_bytes = _read_once(uri, max_bytes)
+      image_bytes = _read_once(uri, max_bytes, http)
       break
     except Exception as e:  # pylint: disable=broad-except
       message = f'{type(e).__name__}: {e}'
@@ -106,7 +134,7 @@ def read_image_bytes(uri, max_bytes=DEFAULT_MAX_IMAGE_BYTES, retry=RetryPolicy()
         raise ImageError('unavailable',
                          f'still failing after {retry.max_attempts} attempts: {message}') from e
       on_retry()
-      retry.sleep(retry.delay(attempt))
+      retry.sleep(min(retry.max_delay_s, max(retry.delay(attempt), retry_after(e))))
   if not image_bytes:
     raise ImageError('empty', 'the file has zero bytes')
   if len(image_bytes) > max_bytes:
@@ -117,16 +145,19 @@ def read_image_bytes(uri, max_bytes=DEFAULT_MAX_IMAGE_BYTES, retry=RetryPolicy()
 class ReadImageBytes(beam.DoFn):
   """uri -> (uri, image_bytes); unreadable files go to the FAILURES output."""
 
-  def __init__(self, max_bytes=DEFAULT_MAX_IMAGE_BYTES, max_attempts=DEFAULT_MAX_READ_ATTEMPTS):
+  def __init__(self, max_bytes=DEFAULT_MAX_IMAGE_BYTES, max_attempts=DEFAULT_MAX_READ_ATTEMPTS,
+               http=HttpSettings()):
     self._max_bytes = max_bytes
     self._retry = RetryPolicy(max_attempts=max_attempts)
+    self._http = http
     self._images_read = metrics.counter('images_read')
     self._bytes_read = metrics.distribution('image_bytes')
     self._retries = metrics.counter('read_retries')
 
   def process(self, uri):
     try:
-      image_bytes = read_image_bytes(uri, self._max_bytes, self._retry, self._retries.inc)
+      image_bytes = read_image_bytes(uri, self._max_bytes, self._retry, self._retries.inc,
+                                     self._http)
     except ImageError as e:
       yield beam.pvalue.TaggedOutput(FAILURES, Failure(uri, 'read', e.error, e.message))
       return
