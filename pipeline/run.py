@@ -14,6 +14,7 @@ import secrets
 import sys
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import TestOptions
 
 from pipeline import duplicates, html_report, report, results, similar, stage_model
@@ -73,6 +74,8 @@ def run(argv):
 
 def _run(argv):
   args, pipeline_options = parse_args(argv)
+  # The driver reads the output directory before any pipeline exists (which would set them).
+  FileSystems.set_options(pipeline_options)
   if pipeline_options.view_as(TestOptions).dry_run:
     dry_run(args, pipeline_options)
     return 0

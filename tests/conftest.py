@@ -1,6 +1,7 @@
 """Shared test fixtures: the real model built from ../shared, the photos, a GCS emulator."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -112,3 +113,73 @@ def gcs_bucket(gcs_emulator, request):
   name = 'bucket-' + request.node.name.lower().replace('_', '-')[:40].strip('-')
   bucket = client.create_bucket(name)
   return bucket, f'gs://{name}'
+
+
+def _wait_for_port(port, process, name):
+  deadline = time.monotonic() + 60
+  while True:
+    try:
+      socket.create_connection(('127.0.0.1', port), timeout=1).close()
+      return
+    except OSError:
+      if process.poll() is not None or time.monotonic() > deadline:
+        process.kill()
+        raise RuntimeError(f'{name} did not start')
+      time.sleep(0.2)
+
+
+S3_ENVIRONMENT = {'AWS_ACCESS_KEY_ID': 'testing', 'AWS_SECRET_ACCESS_KEY': 'testing',
+                  'AWS_DEFAULT_REGION': 'us-east-1'}
+
+
+@pytest.fixture(scope='session')
+def s3_server():
+  """moto's S3 server on loopback; yields its endpoint URL, with dummy credentials set."""
+  port = free_port()
+  server = subprocess.Popen(
+      [sys.executable, '-m', 'moto.server', '-H', '127.0.0.1', '-p', str(port)],
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  _wait_for_port(port, server, 'the moto S3 server')
+  saved = {name: os.environ.get(name) for name in S3_ENVIRONMENT}
+  os.environ.update(S3_ENVIRONMENT)
+  try:
+    yield f'http://127.0.0.1:{port}'
+  finally:
+    server.terminate()
+    server.wait(timeout=10)
+    for name, value in saved.items():
+      if value is None:
+        os.environ.pop(name, None)
+      else:
+        os.environ[name] = value
+
+
+# Azurite's well-known development account.
+AZURITE_ACCOUNT = 'devstoreaccount1'
+AZURITE_KEY = ('Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/'
+               'KBHBeksoGMGw==')
+
+
+def _azurite_command():
+  local = os.path.join(ROOT, '.ci', 'azurite', 'node_modules', '.bin', 'azurite-blob')
+  return local if os.path.exists(local) else shutil.which('azurite-blob')
+
+
+@pytest.fixture(scope='session')
+def azurite(tmp_path_factory):
+  """Azurite's blob service on loopback; yields its connection string."""
+  command = _azurite_command()
+  if command is None:
+    unavailable('no Azurite: npm install --prefix .ci/azurite azurite@3')
+  port = free_port()
+  server = subprocess.Popen(
+      [command, '--blobHost', '127.0.0.1', '--blobPort', str(port), '--skipApiVersionCheck',
+       '--loose', '--silent', '--location', str(tmp_path_factory.mktemp('azurite'))],
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  _wait_for_port(port, server, 'Azurite')
+  try:
+    yield (f'DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};'
+           f'AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};')
+  finally:
+    server.terminate()
+    server.wait(timeout=10)
