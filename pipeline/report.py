@@ -53,7 +53,7 @@ def _version(package):
 
 
 def build_manifest(args, pipeline_options, run_id, totals, distributions, started_at,
-                   finished_at):
+                   finished_at, status='completed'):
   labelled, errors = totals.get(LABELS, 0), totals.get(ERRORS, 0)
   seconds = (finished_at - started_at).total_seconds()
   counts = {name: totals.get(name, 0) for name in (
@@ -67,9 +67,10 @@ def build_manifest(args, pipeline_options, run_id, totals, distributions, starte
       'orphan_parts_deleted': totals.get('orphan_parts_deleted', 0),
       'redundant_rows_removed': totals.get('redundant_rows', 0),
   })
-  problems = accounting_problems(totals)
+  problems = accounting_problems(totals) if status == 'completed' else [status]
   return {
       'run_id': run_id,
+      'status': status,
       'input': args.input,
       'output': args.output,
       'model_handle': args.model_handle,

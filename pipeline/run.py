@@ -17,14 +17,17 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import TestOptions
 
-from pipeline import duplicates, html_report, report, results, similar, stage_model
+from pipeline import duplicates, html_report, report, results, similar, stage_model, stopping
 from pipeline.build import build_pipeline
 from pipeline.console import quiet_native_logs
 from pipeline.options import parse_args
 from pipeline.output_dir import OutputExistsError, prepare_output_dir
 from pipeline.progress import ProgressDisplay
 from pipeline.runner import create_runner, dry_run_problems, is_local, runs_in_this_process
+from pipeline.stopping import Interrupted, stop_on_signals
 from transforms.failures import ImageError
+from transforms.metrics import PROCESS_TALLY
+from transforms.schema import ERRORS, LABELS
 
 EXIT_USAGE = 2
 EXIT_TOO_MANY_ERRORS = 3
@@ -82,9 +85,14 @@ def _run(argv):
   prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
   started_at = report.now()
   run_id = new_run_id(started_at)
-  with ProgressDisplay() if runs_in_this_process(pipeline_options) else contextlib.nullcontext():
-    result = build(args, pipeline_options, run_id).run()
-    result.wait_until_finish()
+  result = None
+  try:
+    with stop_on_signals(), (ProgressDisplay() if runs_in_this_process(pipeline_options)
+                             else contextlib.nullcontext()):
+      result = build(args, pipeline_options, run_id).run()
+      result.wait_until_finish()
+  except Interrupted as stop:
+    _stop(stop, argv, args, pipeline_options, run_id, started_at, result)
   manifest = report.build_manifest(
       args, pipeline_options, run_id, *report.read_metrics(result), started_at, report.now())
   report.write_manifest(args.output, manifest)
@@ -118,6 +126,24 @@ def run_query(command, argv):
   except ImageError as e:
     print(f'label-images: cannot embed the image: {e.error}: {e.message}', file=sys.stderr)
   return EXIT_USAGE
+
+
+def _stop(stop, argv, args, pipeline_options, run_id, started_at, result):
+  """After the first SIGINT or SIGTERM: says what stands and how to go on, then exits."""
+  if not is_local(pipeline_options):
+    print(f'label-images: {stop}: stopped waiting; '
+          f'{stopping.remote_job_message(result, pipeline_options)}', file=sys.stderr)
+    stopping.exit_now(stop.exit_status)
+  stopping.stop_local_run(args.output, run_id)
+  rows = stopping.committed_rows(args.output, run_id)
+  manifest = report.build_manifest(args, pipeline_options, run_id,
+                                   {**PROCESS_TALLY.snapshot(), **rows}, {}, started_at,
+                                   report.now(), status=f'interrupted by {stop}')
+  report.write_manifest(args.output, manifest)
+  print(f'label-images: interrupted by {stop}: {rows[LABELS]} images labelled and '
+        f'{rows[ERRORS]} errors of this run are committed in {args.output}.\n'
+        f'  To label the rest: {stopping.resume_command(argv)}', file=sys.stderr)
+  stopping.exit_now(stop.exit_status)
 
 
 class _DropBeamResourceWarning(logging.Filter):

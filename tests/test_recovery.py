@@ -1,7 +1,9 @@
 """Reruns and crashes: refusing, overwriting, and resuming after SIGKILL."""
 
+import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -88,3 +90,37 @@ def test_overwrite_replaces_earlier_results(model_dir, tmp_path, shared_fixtures
   assert output_uris(output) == [os.path.join(PHOTOS_DIR, 'bird.bmp')]
   assert sorted(os.listdir(output))[-1] == 'manifest.json'
   assert not list(output.glob('.*.tmp'))
+
+
+@pytest.mark.parametrize('signum, status', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_run_cleanly_and_the_printed_command_finishes_it(
+    many_images, model_dir, tmp_path, signum, status):
+  listing, uris = many_images
+  output = tmp_path / 'out'
+  args = ['--input', listing, '--output', output, '--rows_per_file', 10, *model_args(model_dir)]
+  process = subprocess.Popen([sys.executable, '-m', 'pipeline.run', *map(str, args)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 300
+  while not list(output.glob('labels-*.parquet')) and process.poll() is None:
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+  signalled = time.monotonic()
+  process.send_signal(signum)
+  _, stderr = process.communicate(timeout=60)
+  assert process.returncode == status, stderr
+  assert time.monotonic() - signalled < 15
+  name = signal.Signals(signum).name
+  assert f'interrupted by {name}' in stderr and 'Traceback' not in stderr
+  assert not list(output.glob('.*.tmp'))
+  manifest = json.loads((output / 'manifest.json').read_text())
+  assert manifest['status'] == f'interrupted by {name}'
+  done_before = output_uris(output)
+  assert 0 < len(done_before) < len(uris), 'the run was not stopped partway'
+  assert manifest['counts']['labelled'] + manifest['counts']['errors'] == len(done_before)
+
+  command = stderr.split('To label the rest: ', 1)[1].splitlines()[0]
+  words = shlex.split(command)
+  assert words[0] == 'label-images' and words[-1] == '--resume'
+  resumed = label_images(*words[1:])
+  assert resumed.returncode == 0, resumed.stderr
+  assert sorted(output_uris(output)) == sorted(uris)

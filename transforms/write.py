@@ -15,7 +15,9 @@ parts to keep (transforms/commit.py deletes the others).
 """
 
 import collections
+import contextlib
 import hashlib
+import threading
 import uuid
 from typing import NamedTuple
 
@@ -64,14 +66,51 @@ def run_temp_pattern(output_dir, run_id):
   return FileSystems.join(output_dir, f'.*-{run_id}-*.tmp')
 
 
+class RunStopping(Exception):
+  pass
+
+
+class WriteGate:
+  """Lets a local run that is stopping finish the parts being written and start no other:
+  close() returns once those in flight are renamed into place or have failed."""
+
+  def __init__(self):
+    self._condition = threading.Condition()
+    self._open = True
+    self._in_flight = 0
+
+  @contextlib.contextmanager
+  def writing(self):
+    with self._condition:
+      if not self._open:
+        raise RunStopping('the run is stopping: no new part is written')
+      self._in_flight += 1
+    try:
+      yield
+    finally:
+      with self._condition:
+        self._in_flight -= 1
+        self._condition.notify_all()
+
+  def close(self, timeout_s):
+    with self._condition:
+      self._open = False
+      return self._condition.wait_for(lambda: not self._in_flight, timeout_s)
+
+
+# Shared by every writer of this process.
+PART_WRITES = WriteGate()
+
+
 def write_table(output_dir, name, table):
   """Writes table to OUTPUT_DIR/NAME atomically, as one row group; returns its path."""
   final_path = FileSystems.join(output_dir, name)
   stem = name.rsplit('.', 1)[0]
   temp_path = FileSystems.join(output_dir, f'.{stem}-{uuid.uuid4().hex[:8]}.tmp')
-  with FileSystems.create(temp_path) as f:
-    pq.write_table(table, f, compression='zstd', row_group_size=max(1, table.num_rows))
-  FileSystems.rename([temp_path], [final_path])
+  with PART_WRITES.writing():
+    with FileSystems.create(temp_path) as f:
+      pq.write_table(table, f, compression='zstd', row_group_size=max(1, table.num_rows))
+    FileSystems.rename([temp_path], [final_path])
   return final_path
 
 
