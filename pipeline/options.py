@@ -16,7 +16,7 @@ from transforms.inputs import input_format
 from transforms.int8 import require_int8
 from transforms.labels import NUM_CLASSES
 from transforms.model import DEFAULT_ENGINE, ENGINES
-from transforms.model_store import SAVED_MODEL, is_saved_model_dir
+from transforms.model_store import SAVED_MODEL, is_saved_model_dir, local_model_dir
 from transforms.read import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_READ_ATTEMPTS
 from transforms.write import DEFAULT_ROWS_PER_FILE
 
@@ -137,8 +137,9 @@ def parse_args(argv):
     parser.error('--http_timeout_s must be above 0')
   if args.max_error_fraction is not None and not 0 <= args.max_error_fraction <= 1:
     parser.error('--max_error_fraction must be between 0 and 1')
-  for problem in local_path_problems(args):
-    parser.error(problem)
+  problems = local_path_problems(args)
+  if problems:  # wrong paths, not wrong usage: the message alone, without the usage block
+    parser.exit(2, ''.join(f'{parser.prog}: error: {problem}\n' for problem in problems))
   return args, PipelineOptions(LOCAL_DEFAULTS + normalize_dry_run(argv))
 
 
@@ -187,6 +188,30 @@ def local_path_problems(args):
       require_int8(args.model_handle)
     except FileNotFoundError as e:
       problems.append(str(e))
+  return problems
+
+
+def model_handle_problems(args, local):
+  """Resolves the model handles in the driver, before anything runs. A local run downloads
+  a URL handle now, once, into the cache its workers load from; a remote run checks that a
+  gs:// handle holds a SavedModel. Local directories are checked with the other paths."""
+  problems = []
+  for flag in ('model_handle', 'feature_handle'):
+    handle = getattr(args, flag)
+    if '://' not in handle:
+      continue
+    try:
+      if local:
+        local_model_dir(handle)
+      elif handle.startswith('gs://') and not FileSystems.exists(
+          FileSystems.join(handle, SAVED_MODEL)):
+        raise FileNotFoundError(f'no {SAVED_MODEL} there')
+    except Exception as e:  # pylint: disable=broad-except
+      reason = getattr(e, 'reason', None) or e  # URLError holds the socket's error
+      problems.append(
+          f'--{flag} {handle} cannot be loaded ({type(e).__name__}: {reason}). Pass a local '
+          f'SavedModel directory, or copy the model where workers reach it, once: '
+          f'label-images stage-model --source {handle} --dest DIR')
   return problems
 
 

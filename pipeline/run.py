@@ -9,7 +9,6 @@
 """
 
 import contextlib
-import logging
 import secrets
 import sys
 
@@ -19,8 +18,9 @@ from apache_beam.options.pipeline_options import TestOptions
 
 from pipeline import duplicates, html_report, report, results, similar, stage_model, stopping
 from pipeline.build import build_pipeline
-from pipeline.console import quiet_native_logs
-from pipeline.options import parse_args
+from pipeline.console import log_to_file, quiet_native_logs, start_logging, stderr_to_log
+from pipeline.failure_summary import summary_lines
+from pipeline.options import model_handle_problems, parse_args
 from pipeline.output_dir import OutputExistsError, prepare_output_dir
 from pipeline.progress import ProgressDisplay
 from pipeline.runner import create_runner, dry_run_problems, is_local, runs_in_this_process
@@ -29,6 +29,7 @@ from transforms.failures import ImageError
 from transforms.metrics import PROCESS_TALLY
 from transforms.schema import ERRORS, LABELS
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TOO_MANY_ERRORS = 3
 EXIT_INCOMPLETE = 4
@@ -67,32 +68,37 @@ def dry_run(args, pipeline_options):
         f'({len(job.proto_pipeline.components.transforms)} transforms); nothing was submitted')
 
 
-def run(argv):
+def run(argv, log_path=None):
   try:
-    return _run(argv)
+    return _run(argv, log_path)
   except (OutputExistsError, UsageError) as e:
     print(f'label-images: {e}', file=sys.stderr)
     return EXIT_USAGE
 
 
-def _run(argv):
+def _run(argv, log_path):
   args, pipeline_options = parse_args(argv)
   # The driver reads the output directory before any pipeline exists (which would set them).
   FileSystems.set_options(pipeline_options)
   if pipeline_options.view_as(TestOptions).dry_run:
     dry_run(args, pipeline_options)
     return 0
+  problems = model_handle_problems(args, is_local(pipeline_options))
+  if problems:
+    raise UsageError('\n'.join(problems))
   prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
   started_at = report.now()
   run_id = new_run_id(started_at)
   result = None
   try:
     with stop_on_signals(), (ProgressDisplay() if runs_in_this_process(pipeline_options)
-                             else contextlib.nullcontext()):
+                             else contextlib.nullcontext()), stderr_to_log(log_path, args.verbose):
       result = build(args, pipeline_options, run_id).run()
       result.wait_until_finish()
   except Interrupted as stop:
     _stop(stop, argv, args, pipeline_options, run_id, started_at, result)
+  except Exception as failure:  # pylint: disable=broad-except
+    return _failed(failure, argv, args, pipeline_options, run_id, log_path)
   manifest = report.build_manifest(
       args, pipeline_options, run_id, *report.read_metrics(result), started_at, report.now())
   report.write_manifest(args.output, manifest)
@@ -128,6 +134,20 @@ def run_query(command, argv):
   return EXIT_USAGE
 
 
+def _failed(failure, argv, args, pipeline_options, run_id, log_path):
+  """After the pipeline failed: the whole story to the log, the gist to the screen."""
+  log_to_file('the run failed', failure)
+  lines = [f'label-images: full tracebacks: {log_path}']
+  if runs_in_this_process(pipeline_options):
+    stopping.stop_local_run(args.output, run_id)
+    rows = stopping.committed_rows(args.output, run_id)
+    lines.append(f'  committed before it failed: {rows[LABELS]} labels and {rows[ERRORS]} '
+                 f'errors in {args.output}; once fixed, go on with: '
+                 f'{stopping.resume_command(argv)}')
+  print('\n'.join(lines + summary_lines(failure)), file=sys.stderr)
+  return EXIT_FAILED
+
+
 def _stop(stop, argv, args, pipeline_options, run_id, started_at, result):
   """After the first SIGINT or SIGTERM: says what stands and how to go on, then exits."""
   if not is_local(pipeline_options):
@@ -146,25 +166,17 @@ def _stop(stop, argv, args, pipeline_options, run_id, started_at, result):
   stopping.exit_now(stop.exit_status)
 
 
-class _DropBeamResourceWarning(logging.Filter):
-  """RunInference warns on every model load that it can't read memory usage: Beam imports
-  `resource` together with a module that needs PyTorch, so without PyTorch it gives up."""
-
-  def filter(self, record):
-    return 'Resource module is not available' not in record.getMessage()
-
-
 def main(argv=None):
-  logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
-  for handler in logging.getLogger().handlers:
-    handler.addFilter(_DropBeamResourceWarning())
   argv = sys.argv[1:] if argv is None else argv
-  quiet_native_logs('--verbose' in argv)
+  verbose = any(arg.split('=', 1)[0] == '--verbose' and not arg.endswith(('=false', '=False'))
+                for arg in argv)
+  log_path = start_logging(verbose)
+  quiet_native_logs(verbose)
   if argv[:1] == ['stage-model']:
     return stage_model.main(argv[1:])
   if argv[:1] and argv[0] in _QUERY_COMMANDS:
     return run_query(_QUERY_COMMANDS[argv[0]], argv[1:])
-  return run(argv)
+  return run(argv, log_path)
 
 
 if __name__ == '__main__':
