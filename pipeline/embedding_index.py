@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import results
 from pipeline.console import status
-from transforms.files import delete_paths, open_file, read_bytes, write_bytes
+from transforms.files import delete_paths, open_file, read_bytes, read_parquet, write_bytes
 from transforms.model import EMBEDDING_SIZE
 
 INDEX_DIR = 'index'
@@ -211,8 +211,7 @@ def load_index(output_dir):
     with open_file(_index_path(output_dir, _INDEX_FILE)) as src, open(local_index, 'wb') as dst:
       shutil.copyfileobj(src, dst, 16 << 20)
     index = faiss.read_index(local_index)
-  with open_file(_index_path(output_dir, _ROWS_FILE)) as f:
-    rows = pq.read_table(f)
+  rows = read_parquet(_index_path(output_dir, _ROWS_FILE))
   return EmbeddingIndex(index, rows, parts)
 
 

@@ -7,12 +7,11 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import results
 from pipeline.duplicates import DUPLICATES_FILE
-from transforms.files import open_file
+from transforms.files import read_parquet
 
 SCORE_BINS = np.linspace(0.0, 1.0, 51)
 _LABEL_COLUMNS = ['uri', 'label', 'score', 'top_k_labels', 'top_k_scores']
@@ -89,8 +88,7 @@ def duplicate_groups(output_dir, groups=8, per_group=6):
   path = FileSystems.join(output_dir, DUPLICATES_FILE)
   if not FileSystems.exists(path):
     return None
-  with open_file(path) as f:
-    table = pq.read_table(f, columns=['group', 'uri'])
+  table = read_parquet(path, columns=['group', 'uri'])
   sizes = pc.value_counts(table.column('group'))
   largest = np.argsort(-sizes.field('counts').to_numpy(), kind='stable')[:groups]
   members = []

@@ -40,7 +40,7 @@ def unavailable(reason):
 
 def _require_shared():
   if not os.path.exists(TFLITE_MODEL):
-    pytest.skip(f'the shared fixtures are absent: no {TFLITE_MODEL}')
+    unavailable(f'the shared fixtures are absent: no {TFLITE_MODEL}')
 
 
 @pytest.fixture(scope='session')

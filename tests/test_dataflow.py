@@ -7,7 +7,7 @@ import sys
 import pytest
 from apache_beam.runners.dataflow.internal import apiclient
 
-from conftest import ROOT
+from conftest import ROOT, unavailable
 from pipeline.options import normalize_dry_run, parse_args
 from pipeline.run import build
 
@@ -46,12 +46,13 @@ def test_the_job_holds_the_steps_and_the_worker_options():
       'us-docker.pkg.dev/my-project/images/label-images:gpu']
 
 
-@pytest.mark.skipif(not shutil.which('unshare'), reason='needs unshare(1) for a network-less run')
 def test_the_cli_builds_the_job_without_a_network():
+  if not shutil.which('unshare'):
+    unavailable('needs unshare(1) for a network-less run')
   result = subprocess.run(['unshare', '-n', sys.executable, '-m', 'pipeline.run', *DATAFLOW_ARGS],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
   if 'unshare failed' in result.stderr:
-    pytest.skip(f'unshare -n is not permitted here: {result.stderr.strip()}')
+    unavailable(f'unshare -n is not permitted here: {result.stderr.strip()}')
   assert result.returncode == 0, result.stderr
   assert 'dry run: built job' in result.stdout and 'nothing was submitted' in result.stdout
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PHOTOS_DIR
+from conftest import PHOTOS_DIR, unavailable
 from transforms import decode
 from transforms.decode import IMAGE_SIZE, central_crop_box, decode_image
 from transforms.failures import ImageError
@@ -63,7 +63,7 @@ def test_first_frame_of_an_animation():
 def test_matches_a_plain_resize_of_the_photo():
   path = os.path.join(PHOTOS_DIR, 'parrot.jpg')
   if not os.path.exists(path):
-    pytest.skip('the shared photos are absent')
+    unavailable('the shared photos are absent')
   with open(path, 'rb') as f:
     pixels, width, height = decode_image(f.read())
   image = Image.open(path).convert('RGB')

@@ -41,8 +41,10 @@ def write_bytes(path, data):
 
 
 def read_parquet(path, columns=None):
+  # One thread: pyarrow's reader threads calling back into a Python file object can still be
+  # running when the interpreter exits, which then aborts ("terminate called ...").
   with open_file(path) as f:
-    return pq.read_table(f, columns=columns)
+    return pq.read_table(f, columns=columns, use_threads=False)
 
 
 def parquet_rows(path):
