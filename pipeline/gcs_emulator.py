@@ -26,4 +26,10 @@ def use_anonymous_credentials_for_emulator():
   return True
 
 
+def forget_credentials():
+  """Lets Beam look credentials up again (after the emulator is gone)."""
+  with auth._Credentials._credentials_lock:  # pylint: disable=protected-access
+    auth._Credentials._credentials_init = False  # pylint: disable=protected-access
+
+
 use_anonymous_credentials_for_emulator()

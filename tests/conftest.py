@@ -1,6 +1,7 @@
 """Shared test fixtures: the real model built from ../shared, the photos, a GCS emulator."""
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -65,6 +66,28 @@ def image_model(model_dir):
   return load_image_model(str(model_dir / 'classification'), str(model_dir / 'feature_vector'))
 
 
+@pytest.fixture(scope='session', autouse=True)
+def isolated_caches(tmp_path_factory):
+  """Every cache the product keeps lives in this session's own directory, for the tests and
+  the commands they start: a copy left by an earlier session cannot stand in for a download
+  or a conversion."""
+  root = tmp_path_factory.mktemp('caches')
+  settings = {'LABEL_IMAGES_CACHE_DIR': str(root / 'label-images'),
+              'TFHUB_CACHE_DIR': str(root / 'tfhub')}
+  saved = {name: os.environ.get(name) for name in settings}
+  os.environ.update(settings)
+  yield root
+  for name, value in saved.items():
+    if value is None:
+      os.environ.pop(name, None)
+    else:
+      os.environ[name] = value
+
+
+# Bucket names differ from one session to the next.
+SESSION = secrets.token_hex(3)
+
+
 def free_port():
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
@@ -103,6 +126,7 @@ def gcs_emulator():
       os.environ.pop('STORAGE_EMULATOR_HOST', None)
     else:
       os.environ['STORAGE_EMULATOR_HOST'] = previous
+    anonymous.forget_credentials()
 
 
 @pytest.fixture
@@ -110,7 +134,7 @@ def gcs_bucket(gcs_emulator, request):
   """A fresh bucket in the emulator; yields (google.cloud.storage Bucket, 'gs://name')."""
   from google.cloud import storage  # pylint: disable=import-outside-toplevel
   client = storage.Client(project='test')
-  name = 'bucket-' + request.node.name.lower().replace('_', '-')[:40].strip('-')
+  name = f'b{SESSION}-' + request.node.name.lower().replace('_', '-')[:40].strip('-')
   bucket = client.create_bucket(name)
   return bucket, f'gs://{name}'
 

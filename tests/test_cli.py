@@ -8,11 +8,32 @@ import sys
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS, ROOT
-from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
+from transforms.decode import decode_image
+
+# The output's schemas, as README documents them: written out here, not taken from the code.
+LABELS_SCHEMA = pa.schema([
+    pa.field('uri', pa.string(), nullable=False),
+    pa.field('label', pa.string(), nullable=False),
+    pa.field('label_index', pa.int32(), nullable=False),
+    pa.field('score', pa.float32(), nullable=False),
+    pa.field('top_k_labels', pa.list_(pa.string()), nullable=False),
+    pa.field('top_k_scores', pa.list_(pa.float32()), nullable=False),
+    pa.field('embedding', pa.list_(pa.float32(), 1280), nullable=False),
+    pa.field('width', pa.int32(), nullable=False),
+    pa.field('height', pa.int32(), nullable=False),
+    pa.field('model', pa.string(), nullable=False),
+])
+ERRORS_SCHEMA = pa.schema([
+    pa.field('uri', pa.string(), nullable=False),
+    pa.field('stage', pa.string(), nullable=False),
+    pa.field('error', pa.string(), nullable=False),
+    pa.field('message', pa.string(), nullable=False),
+])
 
 
 def label_images(*args, env=None):
@@ -46,6 +67,25 @@ def check_labels(rows, uri_of):
     assert row['top_k_labels'][0] == row['label'] and len(row['top_k_labels']) == 5
     assert row['top_k_scores'] == sorted(row['top_k_scores'], reverse=True)
     assert row['top_k_scores'][0] == pytest.approx(row['score'])
+
+
+def test_scores_are_the_softmax_of_the_models_logits(model_dir, image_model, tmp_path):
+  output = tmp_path / 'out'
+  result = label_images('--input', os.path.join(PHOTOS_DIR, '*'), '--output', output,
+                        *model_args(model_dir))
+  assert result.returncode == 0, result.stderr
+  rows = read_output(output, 'labels', LABELS_SCHEMA)
+  pixels = []
+  for row in rows:
+    with open(row['uri'], 'rb') as f:
+      pixels.append(decode_image(f.read())[0])
+  logits, embeddings = image_model.predict(np.stack(pixels))
+  exponentials = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+  probabilities = exponentials / exponentials.sum(axis=1, keepdims=True)
+  for row, expected, embedding in zip(rows, probabilities, embeddings):
+    np.testing.assert_allclose(row['top_k_scores'], np.sort(expected)[::-1][:5], atol=2e-3)
+    assert row['score'] == pytest.approx(expected.max(), abs=2e-3)
+    np.testing.assert_allclose(row['embedding'], embedding, rtol=1e-3, atol=1e-3)
 
 
 def test_labels_the_shared_photos(model_dir, tmp_path):

@@ -1,6 +1,7 @@
 """Images over http(s), from a loopback server that misbehaves on purpose."""
 
 import glob
+import json
 import os
 import time
 
@@ -109,6 +110,11 @@ def test_the_cli_labels_https_urls_and_reports_the_broken_ones(model_dir, tmp_pa
   assert dict(zip(labels['uri'].to_pylist(), labels['label_index'].to_pylist())) == good
   errors = pq.ParquetDataset(glob.glob(str(tmp_path / 'out' / 'errors-*.parquet'))).read()
   assert {row['uri']: (row['stage'], row['error']) for row in errors.to_pylist()} == broken
+  # The project's own retries, counted: one each for busy, down and slow; and
+  # --max_read_attempts counts every request, the first one included.
+  manifest = json.loads((tmp_path / 'out' / 'manifest.json').read_text())
+  assert manifest['counts']['read_retries'] == 3
+  assert [path for path, _ in server.requests].count('/down') == 2
   server.shutdown()
 
 

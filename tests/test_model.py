@@ -69,6 +69,20 @@ def test_one_forward_pass_matches_the_classifier(model_dir, image_model):
   assert np.max(np.abs(logits - reference)) < 1e-3
 
 
+def module_calls(image_model):
+  """The module invocations in the compiled forward function: one call op each."""
+  graph = image_model.predict_function.get_concrete_function().graph
+  return [op for op in graph.get_operations()
+          if op.type in ('StatefulPartitionedCall', 'PartitionedCall')]
+
+
+def test_one_forward_pass_runs_one_module_once(model_dir, image_model):
+  assert len(module_calls(image_model)) == 1
+  both = ImageModel(tf.saved_model.load(str(model_dir / 'classification')),
+                    tf.saved_model.load(str(model_dir / 'feature_vector')), None)
+  assert len(module_calls(both)) == 2  # what the count sees when both modules run
+
+
 def test_labels_the_photos_as_the_reference(image_model, shared_fixtures):
   names, pixels = photo_pixels()
   logits, _ = image_model.predict(pixels)
@@ -130,7 +144,7 @@ def test_a_failing_batch_is_retried_image_by_image(image_model):
 
 @pytest.fixture
 def tflite_cache(tmp_path, monkeypatch):
-  monkeypatch.setattr(litert_engine.TfliteCache, 'ROOT', str(tmp_path / 'litert'))
+  monkeypatch.setenv('LABEL_IMAGES_CACHE_DIR', str(tmp_path))
   return tmp_path / 'litert'
 
 

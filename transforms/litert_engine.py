@@ -17,7 +17,7 @@ import numpy as np
 
 from transforms.decode import IMAGE_SIZE
 from transforms.labels import NUM_CLASSES
-from transforms.model_store import CACHE_ROOT
+from transforms.model_store import cache_root
 from transforms.quiet import import_tensorflow, native_stderr_hidden
 
 
@@ -37,9 +37,8 @@ def convert_to_tflite(tf_model, calibration_pixels=None):
 class TfliteCache:
   """Converted models on local disk, named by a hash of everything the conversion read."""
 
-  ROOT = os.path.join(CACHE_ROOT, 'litert')
-
   def __init__(self, *model_dirs):
+    self.root = os.path.join(cache_root(), 'litert')
     digest = hashlib.sha256()
     for package in ('tensorflow', 'ai-edge-litert'):
       digest.update(f'{package}=={metadata.version(package)};'.encode())
@@ -52,7 +51,7 @@ class TfliteCache:
           with open(path, 'rb') as f:
             digest.update(hashlib.sha256(f.read()).digest())
       digest.update(b'\1')
-    self.path = os.path.join(self.ROOT, digest.hexdigest()[:32] + '.tflite')
+    self.path = os.path.join(self.root, digest.hexdigest()[:32] + '.tflite')
 
   def load(self):
     try:
@@ -62,8 +61,8 @@ class TfliteCache:
       return None
 
   def store(self, tflite_model):
-    os.makedirs(self.ROOT, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=self.ROOT, suffix='.partial', delete=False) as f:
+    os.makedirs(self.root, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=self.root, suffix='.partial', delete=False) as f:
       f.write(tflite_model)
     os.replace(f.name, self.path)  # atomic: readers see all of it or nothing
 

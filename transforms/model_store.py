@@ -4,7 +4,8 @@ Handles are what TF Hub accepts: a tfhub.dev or Kaggle URL (downloaded once into
 Hub's cache, TFHUB_CACHE_DIR), a local directory, or a gs:// path. A gs:// model is
 copied to local disk through Beam's filesystem, the same google-cloud-storage client
 the images are read with, so it works wherever the data path works (including a
-storage emulator) and each worker process downloads it once.
+storage emulator), once per content: into $LABEL_IMAGES_CACHE_DIR, by default
+label-images-models under the system's temporary directory.
 """
 
 import hashlib
@@ -18,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.quiet import import_tensorflow
 
-CACHE_ROOT = os.path.join(tempfile.gettempdir(), 'label-images-models')
+CACHE_DIR_VARIABLE = 'LABEL_IMAGES_CACHE_DIR'
 SAVED_MODEL = 'saved_model.pb'
 _copy_lock = threading.Lock()
 
@@ -37,21 +38,37 @@ def local_model_dir(handle):
   return handle
 
 
+def cache_root():
+  """Where models copied from buckets, and their LiteRT conversions, are kept."""
+  return os.environ.get(CACHE_DIR_VARIABLE) or os.path.join(tempfile.gettempdir(),
+                                                            'label-images-models')
+
+
 def is_saved_model_dir(path):
   return os.path.isfile(os.path.join(path, SAVED_MODEL))
 
 
+def _content_key(prefix, files):
+  """Names a copy by what the bucket holds now (each file's name, size and time), so a
+  model replaced at the same path is copied again."""
+  digest = hashlib.sha256(prefix.encode())
+  for f in sorted(files, key=lambda f: f.path):
+    digest.update(f'\0{f.path}\0{f.size_in_bytes}\0{f.last_updated_in_seconds}'.encode())
+  return digest.hexdigest()[:20]
+
+
 def _copy_to_local_cache(handle):
   prefix = handle.rstrip('/') + '/'
-  target = os.path.join(CACHE_ROOT, hashlib.sha256(prefix.encode()).hexdigest()[:20])
+  root = cache_root()
   with _copy_lock:
-    if os.path.isdir(target):
-      return target
     files = FileSystems.match([prefix + '**'])[0].metadata_list
     if not any(f.path.endswith('/' + SAVED_MODEL) for f in files):
       raise FileNotFoundError(f'no {SAVED_MODEL} under {handle}')
-    os.makedirs(CACHE_ROOT, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=CACHE_ROOT, prefix='.partial-')
+    target = os.path.join(root, _content_key(prefix, files))
+    if os.path.isdir(target):
+      return target
+    os.makedirs(root, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=root, prefix='.partial-')
     for f in files:
       local_path = os.path.join(staging, f.path[len(prefix):])
       os.makedirs(os.path.dirname(local_path), exist_ok=True)
