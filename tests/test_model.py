@@ -193,6 +193,20 @@ def test_falls_back_to_tensorflow_when_conversion_fails(model_dir, tflite_cache,
   assert not list(tflite_cache.glob('*.tflite'))
 
 
+def test_falls_back_to_tensorflow_when_the_conversion_disagrees(model_dir, tflite_cache,
+                                                                monkeypatch, caplog):
+  class OffByOne(LiteRtModel):
+    def predict(self, pixels):
+      logits, embeddings = super().predict(pixels)
+      return logits + 1.0, embeddings
+  monkeypatch.setattr(model, 'LiteRtModel', OffByOne)
+  with caplog.at_level(logging.WARNING):
+    engine = load_engine(str(model_dir / 'classification'), str(model_dir / 'feature_vector'))
+  assert isinstance(engine, ImageModel)
+  assert 'differs from TensorFlow' in caplog.text and 'running on TensorFlow' in caplog.text
+  assert not list(tflite_cache.glob('*.tflite'))
+
+
 def test_the_tf_engine_is_tensorflow(model_dir):
   engine = load_engine(str(model_dir / 'classification'), str(model_dir / 'feature_vector'), 'tf')
   assert isinstance(engine, ImageModel) and engine.fused
