@@ -171,8 +171,13 @@ def build_index(output_dir, progress=status):
     centroids = _faiss().extract_index_ivf(index).nlist
     progress(f'training an inverted-file index of {centroids} lists for {total:,} images')
     index.train(_training_sample(paths, total, centroids * TRAINING_PER_CENTROID))
-  columns = []
-  for batch in results.read_batches(paths, ['uri', 'label', 'embedding']):
+  columns, models = [], set()
+  for batch in results.read_batches(paths, ['uri', 'label', 'model', 'embedding']):
+    models.update(pc.unique(batch.column('model')).to_pylist())
+    if len(models) > 1:
+      raise results.MixedOriginError(
+          f'{output_dir} holds rows of several models ({", ".join(sorted(models))}): their '
+          'embeddings cannot be compared. Label into one directory per model.')
     index.add(results.unit_embeddings(batch))
     columns.append(batch.select(['uri', 'label']))
     progress(f'indexed {index.ntotal:,} of {total:,} images', transient=True)

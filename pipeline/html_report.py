@@ -125,18 +125,20 @@ def _run_section(manifest, stats, errors):
   cards = [('images labelled', f'{stats.images:,}'), ('errors', f'{errors.errors:,}'),
            ('distinct labels', f'{len(stats.label_counts):,}')]
   details = ''
-  if manifest:
-    rate = manifest.get('images_per_second')
-    cards += [('images/s (last run)', f'{rate:,.1f}' if rate else 'n/a'),
-              ('engine', manifest.get('engine', 'n/a')),
-              ('runner', manifest.get('runner', 'n/a'))]
+  if manifest and manifest.get('runs'):
+    last, identity = manifest['runs'][-1], manifest.get('identity') or {}
+    rate = last.get('images_per_second')
+    cards += [('runs', f"{len(manifest['runs']):,}"),
+              ('images/s (last run)', f'{rate:,.1f}' if rate else 'n/a'),
+              ('engine', f"{identity.get('engine', 'n/a')} ({identity.get('precision', '?')})"),
+              ('runner', last.get('runner', 'n/a'))]
     versions = ''.join(f'<dt>{_e(name)}</dt><dd>{_e(version)}</dd>'
-                       for name, version in manifest.get('versions', {}).items())
-    details = (f'<p class="muted">Last run {_e(manifest.get("run_id"))}: '
-               f'{_e(manifest.get("started_at"))} to {_e(manifest.get("finished_at"))}, '
-               f'{_e(manifest.get("wall_seconds"))} s. Model <code>'
-               f'{_e(manifest.get("model_handle"))}</code>, embedding <code>'
-               f'{_e(manifest.get("feature_handle"))}</code>.</p>'
+                       for name, version in last.get('versions', {}).items())
+    details = (f'<p class="muted">Last run {_e(last.get("run_id"))} '
+               f'({_e(last.get("status"))}): {_e(last.get("started_at", "")[:19])} to '
+               f'{_e((last.get("finished_at") or "")[:19])} UTC, {_e(last.get("wall_seconds"))} s. '
+               f'Model <code>{_e(identity.get("model_handle"))}</code>, embedding <code>'
+               f'{_e(identity.get("feature_handle"))}</code>.</p>'
                f'<dl class="versions">{versions}</dl>')
   card_html = ''.join(f'<div class="card"><b>{_e(value)}</b><span>{_e(name)}</span></div>'
                       for name, value in cards)

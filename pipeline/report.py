@@ -11,7 +11,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline.output_dir import MANIFEST
-from transforms.files import write_bytes
+from pipeline.results import part_paths, read_manifest
+from transforms.files import parquet_rows, read_parquet, write_bytes
 from transforms.int8 import load_int8
 from transforms.metrics import NAMESPACE
 from transforms.schema import ERRORS, LABELS
@@ -131,10 +132,37 @@ def _difference(short_by):
   return f'{short_by} missing' if short_by > 0 else f'{-short_by} too many'
 
 
-def write_manifest(output_dir, manifest):
+def directory_totals(output_dir):
+  """Rows in the directory's parts now: labels from the footers, errors by kind."""
+  labelled = sum(parquet_rows(path) for path in part_paths(output_dir, LABELS))
+  errors_by_kind = collections.Counter()
+  for path in part_paths(output_dir, ERRORS):
+    errors_by_kind.update(read_parquet(path, ['error']).column('error').to_pylist())
+  errors = sum(errors_by_kind.values())
+  return {'uris': labelled + errors, 'labelled': labelled, 'errors': errors,
+          'errors_by_kind': dict(sorted(errors_by_kind.items()))}
+
+
+def write_manifest(output_dir, run, identity):
+  """OUTPUT_DIR/manifest.json, about the whole directory: what produced its rows, the rows
+  its parts hold now, and every run that wrote there (this one's entry replaced by `run`).
+  Written under a temporary name and renamed, so a reader never sees half of it."""
+  earlier = read_manifest(output_dir) or {}
+  runs = [entry for entry in earlier.get('runs', []) if entry.get('run_id') != run['run_id']]
+  for entry in runs:
+    if entry.get('status') == 'running':  # it ended without a word: killed
+      entry['status'] = 'interrupted'
+  manifest = {
+      'output': output_dir,
+      'identity': identity,
+      'totals': directory_totals(output_dir),
+      'runs': runs + [run],
+  }
   path = FileSystems.join(output_dir, MANIFEST)
-  write_bytes(path, json.dumps(manifest, indent=2).encode('utf-8'))
-  return path
+  temp_path = FileSystems.join(output_dir, f'.{MANIFEST}-{run["run_id"]}.tmp')
+  write_bytes(temp_path, json.dumps(manifest, indent=2).encode('utf-8'))
+  FileSystems.rename([temp_path], [path])
+  return manifest
 
 
 def error_fraction(manifest):

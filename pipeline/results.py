@@ -32,6 +32,10 @@ class NoResultsError(Exception):
   pass
 
 
+class MixedOriginError(Exception):
+  pass
+
+
 def part_paths(output_dir, prefix=LABELS):
   """The committed parts of one kind, sorted by name: row ids count through them in order."""
   return sorted(matching_paths(FileSystems.join(output_dir, f'{prefix}-*.parquet')),

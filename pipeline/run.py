@@ -8,24 +8,29 @@
   label-images duplicates OUTPUT_DIR [--threshold 0.90]
 """
 
+import argparse
 import contextlib
+import datetime
 import secrets
 import sys
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import TestOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipeline import duplicates, html_report, report, results, similar, stage_model, stopping
 from pipeline.build import build_pipeline
 from pipeline.console import log_to_file, quiet_native_logs, start_logging, stderr_to_log
 from pipeline.failure_summary import summary_lines
+from pipeline.identity import differences, directory_identity
 from pipeline.options import model_handle_problems, parse_args
 from pipeline.output_dir import OutputExistsError, prepare_output_dir
 from pipeline.progress import ProgressDisplay
 from pipeline.runner import create_runner, dry_run_problems, is_local, runs_in_this_process
 from pipeline.stopping import Interrupted, stop_on_signals
 from transforms.failures import ImageError
+from transforms.int8 import load_int8
 from transforms.metrics import PROCESS_TALLY
 from transforms.schema import ERRORS, LABELS
 
@@ -87,21 +92,27 @@ def _run(argv, log_path):
   if problems:
     raise UsageError('\n'.join(problems))
   prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
+  local = is_local(pipeline_options)
+  identity = directory_identity(
+      args, local, load_int8(args.model_handle)[1] if args.engine == 'litert_int8' else None)
+  if args.resume:
+    require_same_identity(args.output, identity)
   started_at = report.now()
-  run_id = new_run_id(started_at)
+  this = _ThisRun(argv, args, pipeline_options, new_run_id(started_at), started_at, identity,
+                  log_path)
+  # Recorded before the first part: a directory always says what produced its rows.
+  _record(this, {}, {}, 'running')
   result = None
   try:
     with stop_on_signals(), (ProgressDisplay() if runs_in_this_process(pipeline_options)
                              else contextlib.nullcontext()), stderr_to_log(log_path, args.verbose):
-      result = build(args, pipeline_options, run_id).run()
+      result = build(args, pipeline_options, this.run_id).run()
       result.wait_until_finish()
   except Interrupted as stop:
-    _stop(stop, argv, args, pipeline_options, run_id, started_at, result)
+    _stop(stop, this, result)
   except Exception as failure:  # pylint: disable=broad-except
-    return _failed(failure, argv, args, pipeline_options, run_id, log_path)
-  manifest = report.build_manifest(
-      args, pipeline_options, run_id, *report.read_metrics(result), started_at, report.now())
-  report.write_manifest(args.output, manifest)
+    return _failed(failure, this)
+  manifest = _record(this, *report.read_metrics(result), 'completed')
   print(report.summary(manifest))
   problems = manifest['accounting']['problems']
   if problems:
@@ -127,42 +138,74 @@ _QUERY_COMMANDS = {'report': html_report.main, 'similar': similar.main,
 def run_query(command, argv):
   try:
     return command(argv)
-  except (results.NoResultsError, similar.QueryError) as e:
+  except (results.NoResultsError, results.MixedOriginError, similar.QueryError) as e:
     print(f'label-images: {e}', file=sys.stderr)
   except ImageError as e:
     print(f'label-images: cannot embed the image: {e.error}: {e.message}', file=sys.stderr)
   return EXIT_USAGE
 
 
-def _failed(failure, argv, args, pipeline_options, run_id, log_path):
+class _ThisRun(NamedTuple):
+  argv: list
+  args: argparse.Namespace
+  options: PipelineOptions
+  run_id: str
+  started_at: datetime.datetime
+  identity: dict
+  log_path: str
+
+
+def require_same_identity(output_dir, identity):
+  """--resume adds rows only where they would be comparable with those already there."""
+  recorded = (results.read_manifest(output_dir) or {}).get('identity')
+  if not recorded:
+    return
+  changed = differences(recorded, identity)
+  if changed:
+    raise UsageError(
+        f'{output_dir} holds rows made differently: ' + '; '.join(changed) + '. Resuming would '
+        'mix them. Pass --overwrite to replace its results, or label into another directory.')
+
+
+def _record(this, totals, distributions, status):
+  """This run's entry in the directory's manifest; returns the entry."""
+  run = report.build_manifest(this.args, this.options, this.run_id, totals, distributions,
+                              this.started_at, report.now(), status=status)
+  report.write_manifest(this.args.output, run, this.identity)
+  return run
+
+
+def _committed(this):
+  """After a local run stopped or failed: lets writes finish, then counts what is kept."""
+  stopping.stop_local_run(this.args.output, this.run_id)
+  rows = stopping.committed_rows(this.args.output, this.run_id)
+  return rows, f'{rows[LABELS]} labels and {rows[ERRORS]} errors'
+
+
+def _failed(failure, this):
   """After the pipeline failed: the whole story to the log, the gist to the screen."""
   log_to_file('the run failed', failure)
-  lines = [f'label-images: full tracebacks: {log_path}']
-  if runs_in_this_process(pipeline_options):
-    stopping.stop_local_run(args.output, run_id)
-    rows = stopping.committed_rows(args.output, run_id)
-    lines.append(f'  committed before it failed: {rows[LABELS]} labels and {rows[ERRORS]} '
-                 f'errors in {args.output}; once fixed, go on with: '
-                 f'{stopping.resume_command(argv)}')
+  lines = [f'label-images: full tracebacks: {this.log_path}']
+  if runs_in_this_process(this.options):
+    rows, committed = _committed(this)
+    _record(this, {**PROCESS_TALLY.snapshot(), **rows}, {}, 'failed')
+    lines.append(f'  committed before it failed: {committed} in {this.args.output}; once '
+                 f'fixed, go on with: {stopping.resume_command(this.argv)}')
   print('\n'.join(lines + summary_lines(failure)), file=sys.stderr)
   return EXIT_FAILED
 
 
-def _stop(stop, argv, args, pipeline_options, run_id, started_at, result):
+def _stop(stop, this, result):
   """After the first SIGINT or SIGTERM: says what stands and how to go on, then exits."""
-  if not is_local(pipeline_options):
+  if not is_local(this.options):
     print(f'label-images: {stop}: stopped waiting; '
-          f'{stopping.remote_job_message(result, pipeline_options)}', file=sys.stderr)
+          f'{stopping.remote_job_message(result, this.options)}', file=sys.stderr)
     stopping.exit_now(stop.exit_status)
-  stopping.stop_local_run(args.output, run_id)
-  rows = stopping.committed_rows(args.output, run_id)
-  manifest = report.build_manifest(args, pipeline_options, run_id,
-                                   {**PROCESS_TALLY.snapshot(), **rows}, {}, started_at,
-                                   report.now(), status=f'interrupted by {stop}')
-  report.write_manifest(args.output, manifest)
-  print(f'label-images: interrupted by {stop}: {rows[LABELS]} images labelled and '
-        f'{rows[ERRORS]} errors of this run are committed in {args.output}.\n'
-        f'  To label the rest: {stopping.resume_command(argv)}', file=sys.stderr)
+  rows, committed = _committed(this)
+  _record(this, {**PROCESS_TALLY.snapshot(), **rows}, {}, f'interrupted by {stop}')
+  print(f'label-images: interrupted by {stop}: {committed} of this run are committed in '
+        f'{this.args.output}.\n  To label the rest: {stopping.resume_command(this.argv)}',
+        file=sys.stderr)
   stopping.exit_now(stop.exit_status)
 
 

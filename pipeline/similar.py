@@ -16,7 +16,7 @@ from pipeline import results
 from pipeline.console import add_verbose_flag
 from pipeline.embedding_index import SEARCH_NPROBE, index_for
 from transforms.decode import decode_image
-from transforms.model import DEFAULT_ENGINE, load_engine
+from transforms.model import load_engine
 from transforms.read import read_image_bytes
 
 
@@ -35,12 +35,11 @@ def stored_embedding(output_dir, embedding_index, uri):
 
 def embed_image(output_dir, uri):
   """The embedding of any image, by the model (and engine) that labelled output_dir."""
-  manifest = results.read_manifest(output_dir)
-  if manifest is None:
+  identity = (results.read_manifest(output_dir) or {}).get('identity')
+  if not identity:
     raise QueryError(f'{output_dir} has no manifest.json naming its model: --image needs it')
   pixels, _, _ = decode_image(read_image_bytes(uri))
-  model = load_engine(manifest['model_handle'], manifest['feature_handle'],
-                      manifest.get('engine') or DEFAULT_ENGINE)
+  model = load_engine(identity['model_handle'], identity['feature_handle'], identity['engine'])
   return model.predict(pixels[None])[1][0]
 
 

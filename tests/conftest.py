@@ -1,5 +1,6 @@
 """Shared test fixtures: the real model built from ../shared, the photos, a GCS emulator."""
 
+import json
 import os
 import secrets
 import shutil
@@ -207,3 +208,13 @@ def azurite(tmp_path_factory):
   finally:
     server.terminate()
     server.wait(timeout=10)
+
+
+def read_manifest(output_dir):
+  with open(os.path.join(output_dir, 'manifest.json'), encoding='utf-8') as f:
+    return json.load(f)
+
+
+def last_run(output_dir):
+  """The manifest's entry for the latest run into output_dir."""
+  return read_manifest(output_dir)['runs'][-1]

@@ -1,7 +1,6 @@
 """The command line end to end, on DirectRunner, as a user runs it."""
 
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS, ROOT
+from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS, ROOT, last_run
 from transforms.decode import decode_image
 
 # The output's schemas, as README documents them: written out here, not taken from the code.
@@ -95,7 +94,7 @@ def test_labels_the_shared_photos(model_dir, tmp_path):
   assert result.returncode == 0, result.stderr
   assert '9 images labelled, 0 errors' in result.stdout
   assert 'ms/image' in result.stdout and 'ms per batch' in result.stdout
-  manifest = json.loads((output / 'manifest.json').read_text())
+  manifest = last_run(output)
   assert manifest['counts']['labelled'] == 9
   for metric in ('decode_ms', 'image_bytes', 'inference_batch_latency_micro_secs',
                  'inference_request_batch_size'):

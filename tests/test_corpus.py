@@ -1,13 +1,12 @@
 """Nothing lost: a corpus of every common encoding and every broken input, through the CLI."""
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import PHOTOS_DIR, ROOT
+from conftest import PHOTOS_DIR, ROOT, last_run
 from corpus import MAX_IMAGE_BYTES, build_corpus
 from measure import run_measured
 from test_cli import model_args, read_output
@@ -77,7 +76,7 @@ def test_every_broken_input_is_an_error_of_its_kind(corpus, corpus_run):
 def test_the_manifest_counts_everything(corpus, corpus_run):
   _, expected = corpus
   result, output = corpus_run
-  manifest = json.loads((output / 'manifest.json').read_text())
+  manifest = last_run(output)
   counts = manifest['counts']
   errors = sum(outcome[0] == 'error' for outcome in expected.values())
   assert counts['uris_to_label'] == len(expected)

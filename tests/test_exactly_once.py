@@ -6,7 +6,6 @@ retries a failed bundle up to four times, as Dataflow retries a failed work item
 """
 
 import collections
-import json
 import os
 import threading
 
@@ -14,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import PHOTOS_DIR, REFERENCE_LABELS
+from conftest import PHOTOS_DIR, REFERENCE_LABELS, last_run
 from pipeline import run
 from test_cli import model_args
 from test_recovery import output_uris
@@ -57,7 +56,7 @@ def fail_label_writes(monkeypatch, times):
 
 
 def manifest_counts(output):
-  return json.loads((output / 'manifest.json').read_text())['counts']
+  return last_run(output)['counts']
 
 
 def assert_each_uri_once(output, uris):
@@ -177,6 +176,6 @@ def test_an_output_short_of_its_input_exits_4_and_says_how_many(
   assert missing >= (5 if drop is drop_before_selection else 1)
   message = capsys.readouterr().err
   assert f'{missing} missing' in message and problem in message
-  manifest = json.loads((output / 'manifest.json').read_text())
+  manifest = last_run(output)
   assert manifest['accounting']['complete'] is False
   assert manifest['counts']['unaccounted'] == missing

@@ -1,14 +1,13 @@
 """Images over http(s), from a loopback server that misbehaves on purpose."""
 
 import glob
-import json
 import os
 import time
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import PHOTOS_DIR, REFERENCE_LABELS
+from conftest import PHOTOS_DIR, REFERENCE_LABELS, last_run
 from http_server import ImageServer
 from test_cli import label_images, model_args
 from transforms import read
@@ -112,7 +111,7 @@ def test_the_cli_labels_https_urls_and_reports_the_broken_ones(model_dir, tmp_pa
   assert {row['uri']: (row['stage'], row['error']) for row in errors.to_pylist()} == broken
   # The project's own retries, counted: one each for busy, down and slow; and
   # --max_read_attempts counts every request, the first one included.
-  manifest = json.loads((tmp_path / 'out' / 'manifest.json').read_text())
+  manifest = last_run(tmp_path / 'out')
   assert manifest['counts']['read_retries'] == 3
   assert [path for path, _ in server.requests].count('/down') == 2
   server.shutdown()

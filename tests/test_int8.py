@@ -7,7 +7,7 @@ import random
 import pytest
 from PIL import Image
 
-from conftest import PHOTOS_DIR, REFERENCE_LABELS
+from conftest import PHOTOS_DIR, REFERENCE_LABELS, last_run
 from test_cli import label_images, read_output
 from transforms.int8 import split_sample
 from transforms.schema import LABELS_SCHEMA
@@ -62,7 +62,7 @@ def test_staged_int8_model_labels_the_photos_and_the_manifest_says_how_well(
             for row in read_output(output, 'labels', LABELS_SCHEMA)}
   agree = sum(labels[name] == index for name, index in REFERENCE_LABELS.items())
   assert agree >= len(REFERENCE_LABELS) - 1, labels
-  manifest = json.loads((output / 'manifest.json').read_text())
+  manifest = last_run(output)
   assert manifest['engine'] == 'litert_int8'
   assert manifest['int8_model']['holdout'] == figures['holdout']
   assert len(manifest['int8_model']['sha256']) == 64

@@ -12,7 +12,7 @@ from conftest import PHOTOS_DIR, REFERENCE_LABELS
 from transforms.decode import DecodedImage, decode_image
 from transforms.failures import Failure
 from transforms.inference import MobileNetHandler, ModelOutput
-from transforms import litert_engine, model
+from transforms import model
 from transforms.litert_engine import LiteRtModel
 from transforms.model import ImageModel, find_head, load_engine, load_image_model, probe_pixels
 

@@ -3,7 +3,6 @@ parquet lists in a bucket, reading the output as README shows, and the rarer err
 
 import glob
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS, ROOT, unavailable
+from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS, ROOT, last_run, unavailable
 from test_cli import check_labels, label_images, model_args
 from test_exactly_once import label_images_here
 from transforms import inference
@@ -27,7 +26,7 @@ def test_the_tf_engine_through_the_cli(model_dir, tmp_path):
   assert result.returncode == 0, result.stderr
   labels = pq.ParquetDataset(glob.glob(str(tmp_path / 'out' / 'labels-*.parquet'))).read()
   check_labels(labels.to_pylist(), lambda uri: uri)
-  assert json.loads((tmp_path / 'out' / 'manifest.json').read_text())['engine'] == 'tf'
+  assert last_run(tmp_path / 'out')['engine'] == 'tf'
 
 
 def test_the_output_reads_back_the_way_readme_shows(model_dir, tmp_path):

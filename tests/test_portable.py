@@ -1,10 +1,9 @@
 """Workers in separate processes, through Beam's portability framework, as on Dataflow, Flink
 or Spark: everything the workers need must pickle, and no state of the driver may leak."""
 
-import json
 import os
 
-from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS
+from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS, last_run
 from test_cli import label_images, model_args, read_output
 from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
 
@@ -27,5 +26,5 @@ def test_labels_with_worker_processes(model_dir, tmp_path):
   errors = read_output(output, 'errors', ERRORS_SCHEMA)
   assert [(row['uri'], row['error']) for row in errors] == [(str(broken), 'not_an_image')]
   # The workers' metrics reach the driver.
-  counts = json.loads((output / 'manifest.json').read_text())['counts']
+  counts = last_run(output)['counts']
   assert (counts['labelled'], counts['errors'], counts['unaccounted']) == (9, 1, 0)

@@ -1,6 +1,5 @@
 """Reruns and crashes: refusing, overwriting, and resuming after SIGKILL."""
 
-import json
 import os
 import random
 import shlex
@@ -12,7 +11,7 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import PHOTOS_DIR, ROOT
+from conftest import PHOTOS_DIR, ROOT, last_run, read_manifest
 from corpus import CONFIDENT_PHOTOS
 from test_cli import label_images, model_args, read_output
 from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
@@ -71,6 +70,10 @@ def test_killed_then_resumed_holds_each_uri_exactly_once(many_images, model_dir,
   assert f'{len(done_before)} already in the output' in resumed.stdout
   assert sorted(output_uris(output)) == sorted(uris)
   assert not list(output.glob('.*.tmp'))
+  manifest = read_manifest(output)
+  assert [run['status'] for run in manifest['runs']] == ['interrupted', 'completed']
+  assert manifest['totals']['uris'] == len(uris) == len(output_uris(output))
+  assert manifest['totals']['errors'] == 2
 
   again = label_images(*args, '--resume')
   assert again.returncode == 0, again.stderr
@@ -112,7 +115,7 @@ def test_a_signal_stops_the_run_cleanly_and_the_printed_command_finishes_it(
   name = signal.Signals(signum).name
   assert f'interrupted by {name}' in stderr and 'Traceback' not in stderr
   assert not list(output.glob('.*.tmp'))
-  manifest = json.loads((output / 'manifest.json').read_text())
+  manifest = last_run(output)
   assert manifest['status'] == f'interrupted by {name}'
   done_before = output_uris(output)
   assert 0 < len(done_before) < len(uris), 'the run was not stopped partway'

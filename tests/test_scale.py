@@ -5,7 +5,6 @@ some of the time at this size (tests/beam_repro/fnapi_timed_flush.py).
 """
 
 import glob
-import json
 import os
 
 import sys
@@ -14,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from conftest import ROOT
+from conftest import ROOT, last_run
 from pipeline.options import LOCAL_DEFAULTS
 from pipeline.runner import create_runner
 from test_cli import label_images, model_args
@@ -63,7 +62,7 @@ def run_and_check(args, output, expected_uris, kind):
   assert errors.keys() == set(expected_uris)
   assert set(errors.values()) == {kind}
   assert not glob.glob(str(output / 'labels-*.parquet'))
-  manifest = json.loads((output / 'manifest.json').read_text())
+  manifest = last_run(output)
   assert manifest['accounting'] == {'complete': True, 'problems': []}
   return manifest['counts']
 

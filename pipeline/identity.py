@@ -1,0 +1,70 @@
+"""What produced an output directory's rows: the models (by content), the engine and its
+precision, the preprocessing and the label set. A directory holds the rows of one identity:
+embeddings of two models, or of fp32 and int8, cannot be compared with each other."""
+
+import hashlib
+import os
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import decode
+from transforms.labels import imagenet_label_names
+from transforms.model_store import local_model_dir
+
+PRECISION = {'litert': 'fp32', 'tf': 'fp32', 'litert_int8': 'int8'}
+
+
+def _files_digest(directory):
+  digest = hashlib.sha256()
+  for root, dirs, files in os.walk(directory):
+    dirs.sort()
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      digest.update(os.path.relpath(path, directory).encode() + b'\0')
+      with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+          digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _listing_digest(handle):
+  """For a bucket's model a remote run does not download: its files' names, sizes, times."""
+  prefix = handle.rstrip('/') + '/'
+  digest = hashlib.sha256()
+  for f in sorted(FileSystems.match([prefix + '**'])[0].metadata_list, key=lambda f: f.path):
+    digest.update(f'{f.path[len(prefix):]}\0{f.size_in_bytes}\0{f.last_updated_in_seconds}\0'
+                  .encode())
+  return digest.hexdigest()
+
+
+def model_fingerprint(handle, local):
+  """A hash of the model's files; where the driver has no copy (a remote run with a URL
+  handle) the handle itself stands for them."""
+  if '://' not in handle or local:
+    return 'sha256:' + _files_digest(local_model_dir(handle))
+  if handle.startswith('gs://'):
+    return 'listing-sha256:' + _listing_digest(handle)
+  return 'handle:' + handle
+
+
+def directory_identity(args, local, int8_model=None):
+  return {
+      'model_handle': args.model_handle,
+      'feature_handle': args.feature_handle,
+      'model_files': model_fingerprint(args.model_handle, local),
+      'feature_files': model_fingerprint(args.feature_handle, local),
+      'engine': args.engine,
+      'precision': PRECISION[args.engine],
+      'int8_model_sha256': (int8_model or {}).get('sha256'),
+      'preprocessing': {'central_crop_fraction': decode.CENTRAL_FRACTION,
+                        'size': decode.IMAGE_SIZE, 'resize': 'bilinear'},
+      'labels': 'sha256:' + hashlib.sha256(
+          '\n'.join(imagenet_label_names()).encode()).hexdigest(),
+  }
+
+
+def differences(recorded, current):
+  """The keys whose values differ, as 'key: recorded -> current'."""
+  return [f'{key}: {recorded.get(key)} -> {current.get(key)}'
+          for key in sorted(set(recorded) | set(current))
+          if recorded.get(key) != current.get(key)]
