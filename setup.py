@@ -26,7 +26,13 @@ REQUIRED_PACKAGES = [
     'matplotlib>=3.8,<4',
 ]
 
-TEST_PACKAGES = [
+# HEIC/HEIF and JPEG XL: optional, their wheels bundle GPL codecs (README, "Formats").
+FORMAT_PACKAGES = [
+    'pillow-heif>=0.18,<2',
+    'pillow-jxl-plugin>=1.3,<2',
+]
+
+TEST_PACKAGES = FORMAT_PACKAGES + [
     'pytest>=8',
     'gcp-storage-emulator>=2024.8.3',
     'moto[server]>=5,<6',  # an S3 server on loopback
@@ -41,6 +47,6 @@ setuptools.setup(
     python_requires='>=3.10',
     packages=['pipeline', 'transforms'],
     install_requires=REQUIRED_PACKAGES,
-    extras_require={'test': TEST_PACKAGES},
+    extras_require={'formats': FORMAT_PACKAGES, 'test': TEST_PACKAGES},
     entry_points={'console_scripts': ['label-images=pipeline.run:main']},
 )

@@ -25,7 +25,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import results
 from pipeline.console import status
-from transforms.files import delete_paths, open_file, read_bytes, read_parquet, write_bytes
+from transforms.files import (delete_paths, exists, open_file, read_bytes, read_parquet,
+                              write_bytes)
 from transforms.model import EMBEDDING_SIZE
 
 INDEX_DIR = 'index'
@@ -204,7 +205,7 @@ def save_index(output_dir, embedding_index):
 def load_index(output_dir):
   """The saved index, or None where there is none or it no longer matches the parts."""
   meta_path = _index_path(output_dir, _META_FILE)
-  if not FileSystems.exists(meta_path):
+  if not exists(meta_path):
     return None
   parts = json.loads(read_bytes(meta_path))['parts']
   if parts != results.part_rows(results.label_parts(output_dir)):

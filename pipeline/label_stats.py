@@ -11,7 +11,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import results
 from pipeline.duplicates import DUPLICATES_FILE
-from transforms.files import read_parquet
+from transforms.files import exists, read_parquet
 
 SCORE_BINS = np.linspace(0.0, 1.0, 51)
 _LABEL_COLUMNS = ['uri', 'label', 'score', 'top_k_labels', 'top_k_scores']
@@ -86,7 +86,7 @@ def duplicate_groups(output_dir, groups=8, per_group=6):
   """(images with a near-duplicate, groups, [[uri]] of the largest groups), or None where
   `label-images duplicates` has not been run."""
   path = FileSystems.join(output_dir, DUPLICATES_FILE)
-  if not FileSystems.exists(path):
+  if not exists(path):
     return None
   table = read_parquet(path, columns=['group', 'uri'])
   sizes = pc.value_counts(table.column('group'))

@@ -9,7 +9,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.output_dir import MANIFEST
-from transforms.files import file_name, matching_paths, open_file, read_bytes
+from transforms.files import exists, file_name, matching_paths, open_file, read_bytes
 from transforms.schema import ERRORS, LABELS
 
 BATCH_ROWS = 8192  # 40 MB of embeddings
@@ -98,6 +98,6 @@ def unit_vectors(vectors):
 def read_manifest(output_dir):
   """The manifest of the last run, or None where there is none."""
   path = FileSystems.join(output_dir, MANIFEST)
-  if not FileSystems.exists(path):
+  if not exists(path):
     return None
   return json.loads(read_bytes(path))

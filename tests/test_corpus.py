@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import PHOTOS_DIR, ROOT, last_run
@@ -62,6 +63,20 @@ def test_every_valid_image_is_labelled_as_its_jpeg_twin(corpus, corpus_run):
       if outcome[0] == 'twin' and labels[uri]['label_index'] != labels[outcome[1]]['label_index']
   }
   assert mismatches == {}
+
+
+def test_exif_rotated_photos_come_out_upright(corpus, corpus_run):
+  """A JPEG and a HEIC stored turned, with an EXIF orientation: embedded like the upright."""
+  _, expected = corpus
+  _, output = corpus_run
+  labels = {row['uri']: row for row in read_output(output, 'labels', LABELS_SCHEMA)}
+  rotated = [uri for uri in expected if 'exif-rotated' in uri]
+  assert {os.path.splitext(uri)[1] for uri in rotated} == {'.jpg', '.heic'}
+  for uri in rotated:
+    embedding = np.asarray(labels[uri]['embedding'])
+    upright = np.asarray(labels[expected[uri][1]]['embedding'])
+    cosine = embedding @ upright / np.linalg.norm(embedding) / np.linalg.norm(upright)
+    assert cosine > 0.95, (os.path.basename(uri), cosine)
 
 
 def test_every_broken_input_is_an_error_of_its_kind(corpus, corpus_run):

@@ -14,7 +14,7 @@ import apache_beam as beam
 import numpy as np
 from PIL import Image, ImageOps
 
-from transforms import metrics
+from transforms import formats, metrics
 from transforms.failures import FAILURES, Failure, ImageError
 
 IMAGE_SIZE = 224
@@ -28,6 +28,7 @@ DEFAULT_MAX_PIXELS = 89_478_485
 # check (which refuses at twice its threshold) would otherwise cap that limit.
 Image.MAX_IMAGE_PIXELS = None
 _SIXTEEN_BIT_GRAY_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I')
+formats.register_plugins()
 
 
 class DecodedImage(NamedTuple):
@@ -77,6 +78,11 @@ def decode_image(image_bytes, max_pixels=DEFAULT_MAX_PIXELS):
     if 'truncated' in str(e).lower() or ends_early(image_bytes):
       raise ImageError('truncated', f'the image data ends early ({type(e).__name__}: {e})') from e
     if isinstance(e, Image.UnidentifiedImageError):
+      package = formats.missing_package(image_bytes)
+      if package:
+        raise ImageError('unsupported_format',
+                         f'a {formats.sniff(image_bytes)} image: install {package} on the workers '
+                         "(pip install 'label-images[formats]')") from e
       raise ImageError('not_an_image',
                        'the bytes are not an image format Pillow can read') from e
     raise ImageError('decode_failed', f'{type(e).__name__}: {e}') from e
@@ -94,6 +100,8 @@ def ends_early(data):
     return not data.endswith(b';')
   if data[:2] == b'\xff\xd8':  # JPEG
     return b'\xff\xd9' not in data[-64:]
+  if data[4:8] == b'ftyp' or formats.sniff(data) == 'JPEG XL':  # HEIF, AVIF, JPEG XL boxes
+    return formats.iso_boxes_end_early(data)
   return False
 
 

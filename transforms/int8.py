@@ -17,7 +17,7 @@ import json
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.files import read_bytes
+from transforms.files import exists, read_bytes
 
 INT8_MODEL = 'int8.tflite'
 INT8_FIGURES = 'int8.json'
@@ -60,7 +60,7 @@ def require_int8(model_handle):
   """Raises FileNotFoundError, with the command that makes it, where no int8 model is staged
   beside `model_handle`."""
   model_path = int8_paths(model_handle)[0]
-  if not FileSystems.exists(model_path):
+  if not exists(model_path):
     raise FileNotFoundError(
         f'--engine litert_int8 needs {model_path}, the int8 model calibrated on your images: '
         f'make it with label-images stage-model --source MODEL_DIR --dest '
@@ -72,6 +72,6 @@ def load_int8(model_handle):
   require_int8(model_handle)
   model_path, figures_path = int8_paths(model_handle)
   flatbuffer = read_bytes(model_path)
-  figures = json.loads(read_bytes(figures_path)) if FileSystems.exists(figures_path) else {}
+  figures = json.loads(read_bytes(figures_path)) if exists(figures_path) else {}
   figures['sha256'] = hashlib.sha256(flatbuffer).hexdigest()
   return flatbuffer, figures

@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms import metrics
-from transforms.files import delete_paths, file_name, read_parquet
+from transforms.files import delete_paths, exists, file_name, read_parquet
 
 DEFAULT_ROWS_PER_FILE = 2000
 
@@ -126,8 +126,8 @@ def remove_rows(part_path, uris, run_id):
   digest = hashlib.sha256(name.encode()).hexdigest()
   new_path = FileSystems.join(
       directory, part_name(name.split('-', 1)[0], run_id, f'dedup{digest}', 0))
-  if not FileSystems.exists(part_path):  # a retry, after the first attempt deleted it
-    return CommittedPart(new_path, {}, new_rows=False) if FileSystems.exists(new_path) else None
+  if not exists(part_path):  # a retry, after the first attempt deleted it
+    return CommittedPart(new_path, {}, new_rows=False) if exists(new_path) else None
   table = read_parquet(part_path)
   kept = table.filter(pc.invert(pc.is_in(table.column('uri'), pa.array(sorted(uris)))))
   committed = None

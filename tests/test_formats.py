@@ -1,0 +1,63 @@
+"""HEIC/HEIF and JPEG XL: recognised by content, truncated files told apart, and a worker
+without the plugin says which package it lacks."""
+
+import io
+import os
+import subprocess
+import sys
+
+import pillow_heif
+import pytest
+from PIL import Image
+
+from conftest import PHOTOS_DIR, ROOT
+from transforms import formats
+from transforms.decode import decode_image
+from transforms.failures import ImageError
+
+
+def encoded(fmt, **params):
+  with Image.open(os.path.join(PHOTOS_DIR, 'parrot.jpg')) as photo:
+    buffer = io.BytesIO()
+    photo.convert('RGB').save(buffer, fmt, quality=90, **params)
+  return buffer.getvalue()
+
+
+@pytest.mark.parametrize('fmt, name', [('HEIF', 'HEIF'), ('JXL', 'JPEG XL')])
+def test_formats_are_recognised_by_content(fmt, name):
+  data = encoded(fmt)
+  assert formats.sniff(data) == name
+  pixels, width, height = decode_image(data)
+  assert pixels.shape == (224, 224, 3) and (width, height) == (512, 929)
+
+
+def test_the_primary_image_of_a_heif_with_two_is_decoded():
+  data = encoded('HEIF', save_all=True, append_images=[Image.new('RGB', (64, 64))])
+  assert len(pillow_heif.open_heif(io.BytesIO(data))) == 2
+  _, width, height = decode_image(data)
+  assert (width, height) == (512, 929)
+
+
+@pytest.mark.parametrize('fmt', ['HEIF', 'JXL'])
+def test_the_pixel_limit_holds_before_decoding(fmt):
+  with pytest.raises(ImageError) as raised:
+    decode_image(encoded(fmt), max_pixels=1000)
+  assert raised.value.error == 'too_many_pixels'
+
+
+@pytest.mark.parametrize('module, package', [('pillow_heif', 'pillow-heif'),
+                                             ('pillow_jxl', 'pillow-jxl-plugin')])
+def test_a_missing_plugin_is_named(module, package, tmp_path):
+  fmt = 'HEIF' if module == 'pillow_heif' else 'JXL'
+  image = tmp_path / 'image'
+  image.write_bytes(encoded(fmt))
+  code = (f'import sys; sys.modules[{module!r}] = None\n'
+          'from transforms.decode import decode_image\n'
+          'from transforms.failures import ImageError\n'
+          f'try:\n  decode_image(open({str(image)!r}, "rb").read())\n'
+          'except ImageError as e:\n  print(e.error); print(e.message)\n')
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
+  kind, message = result.stdout.strip().splitlines()
+  assert kind == 'unsupported_format', result.stderr
+  assert package in message
