@@ -3,28 +3,14 @@ precision, the preprocessing and the label set. A directory holds the rows of on
 embeddings of two models, or of fp32 and int8, cannot be compared with each other."""
 
 import hashlib
-import os
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import decode
 from transforms.labels import imagenet_label_names
-from transforms.model_store import local_model_dir
+from transforms.model_store import hash_model_files, local_model_dir
 
 PRECISION = {'litert': 'fp32', 'tf': 'fp32', 'litert_int8': 'int8'}
-
-
-def _files_digest(directory):
-  digest = hashlib.sha256()
-  for root, dirs, files in os.walk(directory):
-    dirs.sort()
-    for name in sorted(files):
-      path = os.path.join(root, name)
-      digest.update(os.path.relpath(path, directory).encode() + b'\0')
-      with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-          digest.update(chunk)
-  return digest.hexdigest()
 
 
 def _listing_digest(handle):
@@ -41,7 +27,7 @@ def model_fingerprint(handle, local):
   """A hash of the model's files; where the driver has no copy (a remote run with a URL
   handle) the handle itself stands for them."""
   if '://' not in handle or local:
-    return 'sha256:' + _files_digest(local_model_dir(handle))
+    return 'sha256:' + hash_model_files(hashlib.sha256(), local_model_dir(handle)).hexdigest()
   if handle.startswith('gs://'):
     return 'listing-sha256:' + _listing_digest(handle)
   return 'handle:' + handle

@@ -1,5 +1,6 @@
 """Shared test fixtures: the real model built from ../shared, the photos, a GCS emulator."""
 
+import contextlib
 import json
 import os
 import secrets
@@ -67,22 +68,30 @@ def image_model(model_dir):
   return load_image_model(str(model_dir / 'classification'), str(model_dir / 'feature_vector'))
 
 
+@contextlib.contextmanager
+def environment(**settings):
+  """Sets environment variables for the block; puts back what was there before."""
+  saved = {name: os.environ.get(name) for name in settings}
+  os.environ.update(settings)
+  try:
+    yield
+  finally:
+    for name, value in saved.items():
+      if value is None:
+        os.environ.pop(name, None)
+      else:
+        os.environ[name] = value
+
+
 @pytest.fixture(scope='session', autouse=True)
 def isolated_caches(tmp_path_factory):
   """Every cache the product keeps lives in this session's own directory, for the tests and
   the commands they start: a copy left by an earlier session cannot stand in for a download
   or a conversion."""
   root = tmp_path_factory.mktemp('caches')
-  settings = {'LABEL_IMAGES_CACHE_DIR': str(root / 'label-images'),
-              'TFHUB_CACHE_DIR': str(root / 'tfhub')}
-  saved = {name: os.environ.get(name) for name in settings}
-  os.environ.update(settings)
-  yield root
-  for name, value in saved.items():
-    if value is None:
-      os.environ.pop(name, None)
-    else:
-      os.environ[name] = value
+  with environment(LABEL_IMAGES_CACHE_DIR=str(root / 'label-images'),
+                   TFHUB_CACHE_DIR=str(root / 'tfhub')):
+    yield root
 
 
 # Bucket names differ from one session to the next.
@@ -104,29 +113,15 @@ def gcs_emulator():
       [sys.executable, '-m', 'gcp_storage_emulator', 'start', '--host', '127.0.0.1',
        '--port', str(port), '--in-memory', '--quiet'],
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.monotonic() + 30
-  while True:
-    try:
-      socket.create_connection(('127.0.0.1', port), timeout=1).close()
-      break
-    except OSError:
-      if server.poll() is not None or time.monotonic() > deadline:
-        server.kill()
-        raise RuntimeError('the GCS emulator did not start')
-      time.sleep(0.2)
-  previous = os.environ.get('STORAGE_EMULATOR_HOST')
-  os.environ['STORAGE_EMULATOR_HOST'] = host
+  _wait_for_port(port, server, 'the GCS emulator')
   from pipeline import gcs_emulator as anonymous  # pylint: disable=import-outside-toplevel
-  anonymous.use_anonymous_credentials_for_emulator()
   try:
-    yield host
+    with environment(STORAGE_EMULATOR_HOST=host):
+      anonymous.use_anonymous_credentials_for_emulator()
+      yield host
   finally:
     server.terminate()
     server.wait(timeout=10)
-    if previous is None:
-      os.environ.pop('STORAGE_EMULATOR_HOST', None)
-    else:
-      os.environ['STORAGE_EMULATOR_HOST'] = previous
     anonymous.forget_credentials()
 
 
@@ -165,18 +160,12 @@ def s3_server():
       [sys.executable, '-m', 'moto.server', '-H', '127.0.0.1', '-p', str(port)],
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   _wait_for_port(port, server, 'the moto S3 server')
-  saved = {name: os.environ.get(name) for name in S3_ENVIRONMENT}
-  os.environ.update(S3_ENVIRONMENT)
   try:
-    yield f'http://127.0.0.1:{port}'
+    with environment(**S3_ENVIRONMENT):
+      yield f'http://127.0.0.1:{port}'
   finally:
     server.terminate()
     server.wait(timeout=10)
-    for name, value in saved.items():
-      if value is None:
-        os.environ.pop(name, None)
-      else:
-        os.environ[name] = value
 
 
 # Azurite's well-known development account.

@@ -17,7 +17,7 @@ import numpy as np
 
 from transforms.decode import IMAGE_SIZE
 from transforms.labels import NUM_CLASSES
-from transforms.model_store import cache_root
+from transforms.model_store import cache_root, hash_model_files
 from transforms.quiet import import_tensorflow, native_stderr_hidden
 
 
@@ -43,14 +43,7 @@ class TfliteCache:
     for package in ('tensorflow', 'ai-edge-litert'):
       digest.update(f'{package}=={metadata.version(package)};'.encode())
     for model_dir in model_dirs:
-      for root, dirs, files in os.walk(model_dir):
-        dirs.sort()
-        for name in sorted(files):
-          path = os.path.join(root, name)
-          digest.update(os.path.relpath(path, model_dir).encode() + b'\0')
-          with open(path, 'rb') as f:
-            digest.update(hashlib.sha256(f.read()).digest())
-      digest.update(b'\1')
+      hash_model_files(digest, model_dir).update(b'\1')
     self.path = os.path.join(self.root, digest.hexdigest()[:32] + '.tflite')
 
   def load(self):

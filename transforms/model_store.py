@@ -44,6 +44,19 @@ def cache_root():
                                                             'label-images-models')
 
 
+def hash_model_files(digest, model_dir):
+  """Feeds every file under model_dir, by its relative path and content, to a hashlib digest."""
+  for root, dirs, files in os.walk(model_dir):
+    dirs.sort()
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      digest.update(os.path.relpath(path, model_dir).encode() + b'\0')
+      with open(path, 'rb') as f:
+        while chunk := f.read(1 << 20):
+          digest.update(chunk)
+  return digest
+
+
 def is_saved_model_dir(path):
   return os.path.isfile(os.path.join(path, SAVED_MODEL))
 
