@@ -30,12 +30,14 @@ REQUIRED_PACKAGES = [
 FORMAT_PACKAGES = [
     'pillow-heif>=0.18,<2',
     'pillow-jxl-plugin>=1.3,<2',
+    'rawpy>=0.21,<1',  # camera RAW, through LibRaw
 ]
 
 TEST_PACKAGES = FORMAT_PACKAGES + [
     'pytest>=8',
     'gcp-storage-emulator>=2024.8.3',
     'moto[server]>=5,<6',  # an S3 server on loopback
+    'tifffile>=2024.1',  # to write DNG files
     'duckdb>=1.1',
     'pandas>=2.2',
 ]

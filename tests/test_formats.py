@@ -1,5 +1,5 @@
-"""HEIC/HEIF and JPEG XL: recognised by content, truncated files told apart, and a worker
-without the plugin says which package it lacks."""
+"""HEIC/HEIF, JPEG XL and camera RAW: recognised by content, and a worker without the
+library says which package it lacks."""
 
 import io
 import os
@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import PHOTOS_DIR, ROOT
-from transforms import formats
+from corpus import write_dng
+from transforms import camera_raw, formats
 from transforms.decode import decode_image
 from transforms.failures import ImageError
 
@@ -61,3 +62,38 @@ def test_a_missing_plugin_is_named(module, package, tmp_path):
   kind, message = result.stdout.strip().splitlines()
   assert kind == 'unsupported_format', result.stderr
   assert package in message
+
+
+@pytest.mark.parametrize('size, preview, used', [
+    ((512, 929), True, 'preview'), ((512, 929), False, 'developed'),
+    ((256, 171), True, 'developed'),  # a preview too small to label from
+])
+def test_camera_raw_uses_a_large_enough_preview_else_develops(tmp_path, size, preview, used):
+  with Image.open(os.path.join(PHOTOS_DIR, 'parrot.jpg')) as photo:
+    rgb = photo.convert('RGB').resize(size)
+  data = open(write_dng(tmp_path / 'photo.dng', rgb, preview), 'rb').read()
+  assert camera_raw.is_camera_raw(data)
+  image, how = camera_raw.open_camera_raw(data, max_pixels=10**8)
+  assert how == used and image.size == size
+  pixels, width, height = decode_image(data)
+  assert pixels.shape == (224, 224, 3) and (width, height) == size
+
+
+def test_a_plain_tiff_is_not_camera_raw(tmp_path):
+  buffer = io.BytesIO()
+  Image.new('RGB', (64, 64)).save(buffer, 'TIFF')
+  assert not camera_raw.is_camera_raw(buffer.getvalue())
+
+
+def test_camera_raw_without_rawpy_names_it(tmp_path):
+  with Image.open(os.path.join(PHOTOS_DIR, 'parrot.jpg')) as photo:
+    path = write_dng(tmp_path / 'photo.dng', photo.convert('RGB'), preview=False)
+  code = ("import sys; sys.modules['rawpy'] = None\n"
+          'from transforms.decode import decode_image\n'
+          'from transforms.failures import ImageError\n'
+          f'try:\n  decode_image(open({path!r}, "rb").read())\n'
+          'except ImageError as e:\n  print(e.error); print(e.message)\n')
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
+  kind, message = result.stdout.strip().splitlines()
+  assert kind == 'unsupported_format' and 'rawpy' in message, result.stderr

@@ -14,7 +14,7 @@ import apache_beam as beam
 import numpy as np
 from PIL import Image, ImageOps
 
-from transforms import formats, metrics
+from transforms import camera_raw, formats, metrics
 from transforms.failures import FAILURES, Failure, ImageError
 
 IMAGE_SIZE = 224
@@ -108,6 +108,9 @@ def ends_early(data):
 def open_upright(image_bytes, max_pixels=DEFAULT_MAX_PIXELS, min_side=DRAFT_MIN_SIDE):
   """(the image as upright RGB, its full upright (width, height)). A JPEG is decoded at a
   reduced scale while both its sides stay at least min_side."""
+  if camera_raw.is_camera_raw(image_bytes):
+    image = _upright(camera_raw.open_camera_raw(image_bytes, max_pixels)[0])
+    return _to_rgb(image), image.size
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', Image.DecompressionBombWarning)
     image = Image.open(io.BytesIO(image_bytes))
