@@ -4,23 +4,11 @@ embeddings of two models, or of fp32 and int8, cannot be compared with each othe
 
 import hashlib
 
-from apache_beam.io.filesystems import FileSystems
-
 from transforms import decode
 from transforms.labels import imagenet_label_names
-from transforms.model_store import hash_model_files, local_model_dir
+from transforms.model_store import bucket_files, hash_model_files, listing_digest, local_model_dir
 
 PRECISION = {'litert': 'fp32', 'tf': 'fp32', 'litert_int8': 'int8'}
-
-
-def _listing_digest(handle):
-  """For a bucket's model a remote run does not download: its files' names, sizes, times."""
-  prefix = handle.rstrip('/') + '/'
-  digest = hashlib.sha256()
-  for f in sorted(FileSystems.match([prefix + '**'])[0].metadata_list, key=lambda f: f.path):
-    digest.update(f'{f.path[len(prefix):]}\0{f.size_in_bytes}\0{f.last_updated_in_seconds}\0'
-                  .encode())
-  return digest.hexdigest()
 
 
 def model_fingerprint(handle, local):
@@ -29,7 +17,7 @@ def model_fingerprint(handle, local):
   if '://' not in handle or local:
     return 'sha256:' + hash_model_files(hashlib.sha256(), local_model_dir(handle)).hexdigest()
   if handle.startswith('gs://'):
-    return 'listing-sha256:' + _listing_digest(handle)
+    return 'listing-sha256:' + listing_digest(bucket_files(handle)[1])
   return 'handle:' + handle
 
 

@@ -10,6 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.console import VERBOSE_HELP
 from transforms.decode import DEFAULT_MAX_PIXELS
+from transforms.files import exists
 from transforms.http_read import DEFAULT_CONNECTIONS_PER_HOST, DEFAULT_TIMEOUT_S
 from transforms.inference import DEFAULT_BATCH_SIZE
 from transforms.inputs import input_format
@@ -32,6 +33,12 @@ _FALSE = ('false', '0', 'no', '')
 
 def _switch(value):
   return value.lower() not in _FALSE
+
+
+def verbose_requested(argv):
+  """Whether any command's argv asks for --verbose, read before the libraries load."""
+  return any(arg == '--verbose' or (arg.startswith('--verbose=') and _switch(arg[10:]))
+             for arg in argv)
 
 
 class LabelImagesOptions(PipelineOptions):
@@ -203,8 +210,7 @@ def model_handle_problems(args, local):
     try:
       if local:
         local_model_dir(handle)
-      elif handle.startswith('gs://') and not FileSystems.exists(
-          FileSystems.join(handle, SAVED_MODEL)):
+      elif handle.startswith('gs://') and not exists(FileSystems.join(handle, SAVED_MODEL)):
         raise FileNotFoundError(f'no {SAVED_MODEL} there')
     except Exception as e:  # pylint: disable=broad-except
       reason = getattr(e, 'reason', None) or e  # URLError holds the socket's error

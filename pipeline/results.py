@@ -9,7 +9,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.output_dir import MANIFEST
-from transforms.files import exists, file_name, matching_paths, open_file, read_bytes
+from transforms.files import (exists, file_name, matching_paths, open_file, parquet_rows,
+                              read_bytes)
 from transforms.schema import ERRORS, LABELS
 
 BATCH_ROWS = 8192  # 40 MB of embeddings
@@ -55,11 +56,7 @@ def error_parts(output_dir):
 
 def part_rows(paths):
   """{part file name: rows}, from the footers."""
-  rows = {}
-  for path in paths:
-    with open_file(path) as f:
-      rows[file_name(path)] = pq.ParquetFile(f).metadata.num_rows
-  return rows
+  return {file_name(path): parquet_rows(path) for path in paths}
 
 
 def read_batches(paths, columns, batch_rows=BATCH_ROWS):

@@ -24,7 +24,7 @@ from pipeline.build import build_pipeline
 from pipeline.console import log_to_file, quiet_native_logs, start_logging, stderr_to_log
 from pipeline.failure_summary import summary_lines
 from pipeline.identity import differences, directory_identity
-from pipeline.options import model_handle_problems, parse_args
+from pipeline.options import model_handle_problems, parse_args, verbose_requested
 from pipeline.output_dir import OutputExistsError, prepare_output_dir
 from pipeline.progress import ProgressDisplay
 from pipeline.runner import create_runner, dry_run_problems, is_local, runs_in_this_process
@@ -88,11 +88,11 @@ def _run(argv, log_path):
   if pipeline_options.view_as(TestOptions).dry_run:
     dry_run(args, pipeline_options)
     return 0
-  problems = model_handle_problems(args, is_local(pipeline_options))
+  local = is_local(pipeline_options)
+  problems = model_handle_problems(args, local)
   if problems:
     raise UsageError('\n'.join(problems))
   prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
-  local = is_local(pipeline_options)
   identity = directory_identity(
       args, local, load_int8(args.model_handle)[1] if args.engine == 'litert_int8' else None)
   if args.resume:
@@ -211,8 +211,7 @@ def _stop(stop, this, result):
 
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
-  verbose = any(arg.split('=', 1)[0] == '--verbose' and not arg.endswith(('=false', '=False'))
-                for arg in argv)
+  verbose = verbose_requested(argv)
   log_path = start_logging(verbose)
   quiet_native_logs(verbose)
   if argv[:1] == ['stage-model']:

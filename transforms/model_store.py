@@ -61,23 +61,28 @@ def is_saved_model_dir(path):
   return os.path.isfile(os.path.join(path, SAVED_MODEL))
 
 
-def _content_key(prefix, files):
-  """Names a copy by what the bucket holds now (each file's name, size and time), so a
-  model replaced at the same path is copied again."""
-  digest = hashlib.sha256(prefix.encode())
+def bucket_files(handle):
+  """(the handle as a prefix ending in /, the metadata of every file under it)."""
+  prefix = handle.rstrip('/') + '/'
+  return prefix, FileSystems.match([prefix + '**'])[0].metadata_list
+
+
+def listing_digest(files):
+  """A hash of what a bucket holds now: each file's path, size and time. A model replaced
+  at the same path hashes differently."""
+  digest = hashlib.sha256()
   for f in sorted(files, key=lambda f: f.path):
-    digest.update(f'\0{f.path}\0{f.size_in_bytes}\0{f.last_updated_in_seconds}'.encode())
-  return digest.hexdigest()[:20]
+    digest.update(f'{f.path}\0{f.size_in_bytes}\0{f.last_updated_in_seconds}\0'.encode())
+  return digest.hexdigest()
 
 
 def _copy_to_local_cache(handle):
-  prefix = handle.rstrip('/') + '/'
   root = cache_root()
   with _copy_lock:
-    files = FileSystems.match([prefix + '**'])[0].metadata_list
+    prefix, files = bucket_files(handle)
     if not any(f.path.endswith('/' + SAVED_MODEL) for f in files):
       raise FileNotFoundError(f'no {SAVED_MODEL} under {handle}')
-    target = os.path.join(root, _content_key(prefix, files))
+    target = os.path.join(root, listing_digest(files)[:20])
     if os.path.isdir(target):
       return target
     os.makedirs(root, exist_ok=True)

@@ -14,11 +14,10 @@ import urllib.request
 from typing import Callable, NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 from transforms import metrics
 from transforms.failures import FAILURES, Failure, ImageError
+from transforms.files import open_file
 from transforms.http_read import HttpSettings, TooManyRedirects, is_http, read_url
 
 DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -114,8 +113,7 @@ def retry_after(exc):
 def _read_once(uri, max_bytes, http):
   if is_http(uri):
     return read_url(uri, max_bytes, http)
-  # UNCOMPRESSED: a name ending in .gz or .bz2 must not be inflated behind our back.
-  with FileSystems.open(beam_path(uri), compression_type=CompressionTypes.UNCOMPRESSED) as f:
+  with open_file(beam_path(uri)) as f:
     return f.read(max_bytes + 1)
 
 
