@@ -46,21 +46,29 @@ def test_the_pixel_limit_holds_before_decoding(fmt):
   assert raised.value.error == 'too_many_pixels'
 
 
+def decoded_without(module, path):
+  """(error kind, message) of decoding the file at `path` in a fresh interpreter where
+  `module` cannot be imported."""
+  code = (f'import sys; sys.modules[{module!r}] = None\n'
+          'from transforms.decode import decode_image\n'
+          'from transforms.failures import ImageError\n'
+          f'try:\n  decode_image(open({str(path)!r}, "rb").read())\n'
+          'except ImageError as e:\n  print(e.error); print(e.message)\n')
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
+  lines = result.stdout.strip().splitlines()
+  assert len(lines) == 2, result.stderr
+  return tuple(lines)
+
+
 @pytest.mark.parametrize('module, package', [('pillow_heif', 'pillow-heif'),
                                              ('pillow_jxl', 'pillow-jxl-plugin')])
 def test_a_missing_plugin_is_named(module, package, tmp_path):
   fmt = 'HEIF' if module == 'pillow_heif' else 'JXL'
   image = tmp_path / 'image'
   image.write_bytes(encoded(fmt))
-  code = (f'import sys; sys.modules[{module!r}] = None\n'
-          'from transforms.decode import decode_image\n'
-          'from transforms.failures import ImageError\n'
-          f'try:\n  decode_image(open({str(image)!r}, "rb").read())\n'
-          'except ImageError as e:\n  print(e.error); print(e.message)\n')
-  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, check=False)
-  kind, message = result.stdout.strip().splitlines()
-  assert kind == 'unsupported_format', result.stderr
+  kind, message = decoded_without(module, image)
+  assert kind == 'unsupported_format'
   assert package in message
 
 
@@ -88,12 +96,5 @@ def test_a_plain_tiff_is_not_camera_raw(tmp_path):
 def test_camera_raw_without_rawpy_names_it(tmp_path):
   with Image.open(os.path.join(PHOTOS_DIR, 'parrot.jpg')) as photo:
     path = write_dng(tmp_path / 'photo.dng', photo.convert('RGB'), preview=False)
-  code = ("import sys; sys.modules['rawpy'] = None\n"
-          'from transforms.decode import decode_image\n'
-          'from transforms.failures import ImageError\n'
-          f'try:\n  decode_image(open({path!r}, "rb").read())\n'
-          'except ImageError as e:\n  print(e.error); print(e.message)\n')
-  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, check=False)
-  kind, message = result.stdout.strip().splitlines()
-  assert kind == 'unsupported_format' and 'rawpy' in message, result.stderr
+  kind, message = decoded_without('rawpy', path)
+  assert kind == 'unsupported_format' and 'rawpy' in message
