@@ -1,5 +1,6 @@
 """`label-images duplicates` on a million synthetic embeddings with planted near-duplicates
-(tests/fixtures/synthetic_embeddings.py): recall of the planted pairs, time and peak memory.
+(tests/fixtures/synthetic_embeddings.py): recall of the planted pairs, time and peak memory;
+also one `similar` query and the report's aggregation over every row.
 Not part of CI (minutes, 5 GB of disk).
 
   python tests/perf/duplicates_at_scale.py [--images 1000000] [--planted 5000] [--keep DIR]
@@ -38,6 +39,10 @@ def main():
     query = next(iter(planted_pairs))
     search = run_measured([sys.executable, '-m', 'pipeline.run', 'similar', output_dir,
                            '--uri', query, '--k', '1', '--json'], cwd=ROOT)
+    # The report's aggregation over every row (its ~100 thumbnails cost the same at any size).
+    aggregation = run_measured([sys.executable, '-c', 'import sys; from pipeline import '
+                                'label_stats; label_stats.label_stats(sys.argv[1], 0.5)',
+                                output_dir], cwd=ROOT)
     found = pq.read_table(os.path.join(output_dir, 'duplicates.parquet')).to_pylist()
     group_of = {row['uri']: row['group'] for row in found}
     recalled = sum(1 for copy, source in planted_pairs.items()
@@ -54,6 +59,8 @@ def main():
         'similar_seconds': round(search.seconds, 1),
         'similar_peak_rss_mb': round(search.peak_rss_mb),
         'similar_found_the_source': planted_pairs[query] in search.output,
+        'report_aggregation_seconds': round(aggregation.seconds, 1),
+        'report_aggregation_peak_rss_mb': round(aggregation.peak_rss_mb),
         'index_mb': round(os.path.getsize(
             os.path.join(output_dir, 'index', 'embeddings.faiss')) / 2**20),
     }, indent=2))
