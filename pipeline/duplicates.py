@@ -26,13 +26,13 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import results
 from pipeline.console import add_verbose_flag, status
 from pipeline.embedding_index import index_for
+from pipeline.output_dir import DUPLICATES_FILE
 from transforms.files import write_bytes
 
 DEFAULT_THRESHOLD = 0.90
 # Rows compared with all others at once: 1024 x 50,000 cosines take 200 MB.
 BLOCK_ROWS = 1024
 SECONDS_AT_ONCE = 8192
-DUPLICATES_FILE = 'duplicates.parquet'
 DUPLICATES_SCHEMA = pa.schema([
     pa.field('group', pa.int64(), nullable=False),
     pa.field('uri', pa.string(), nullable=False),

@@ -25,11 +25,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import results
 from pipeline.console import status
+from pipeline.output_dir import INDEX_DIR
 from transforms.files import (delete_paths, exists, open_file, read_bytes, read_parquet,
                               write_bytes)
 from transforms.model import EMBEDDING_SIZE
 
-INDEX_DIR = 'index'
 EXACT_LIMIT = 50_000
 TRAINING_PER_CENTROID = 40  # faiss asks for at least 39
 SEARCH_NPROBE = 32  # one query at a time: cheap, so scan widely

@@ -17,13 +17,13 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import label_stats, results
 from pipeline.console import add_verbose_flag, status
+from pipeline.output_dir import REPORT_FILE
 from pipeline.thumbnails import thumbnails
 from transforms.files import write_bytes
 
 TOP_LABELS = 30
 LABELS_WITH_EXAMPLES = 10
 DEFAULT_LOW_CONFIDENCE = 0.5
-REPORT_FILE = 'report.html'
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 0;

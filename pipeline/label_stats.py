@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import results
-from pipeline.duplicates import DUPLICATES_FILE
+from pipeline.output_dir import DUPLICATES_FILE
 from transforms.files import exists, read_parquet
 
 SCORE_BINS = np.linspace(0.0, 1.0, 51)

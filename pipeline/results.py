@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.output_dir import MANIFEST
 from transforms.files import (exists, file_name, matching_paths, open_file, parquet_rows,
                               read_bytes)
-from transforms.schema import ERRORS, LABELS
+from transforms.schema import ERRORS, LABELS, part_glob
 
 BATCH_ROWS = 8192  # 40 MB of embeddings
 
@@ -37,9 +37,9 @@ class MixedOriginError(Exception):
   pass
 
 
-def part_paths(output_dir, prefix=LABELS):
+def part_paths(output_dir, kind=LABELS):
   """The committed parts of one kind, sorted by name: row ids count through them in order."""
-  return sorted(matching_paths(FileSystems.join(output_dir, f'{prefix}-*.parquet')),
+  return sorted(matching_paths(FileSystems.join(output_dir, part_glob(kind))),
                 key=file_name)
 
 

@@ -16,7 +16,7 @@ import sys
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from transforms.files import delete_paths, matching_paths, parquet_rows
-from transforms.schema import OUTPUT_PREFIXES
+from transforms.schema import ROW_KINDS
 from transforms.write import PART_WRITES, run_part_pattern, run_temp_pattern
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -61,9 +61,9 @@ def resume_command(argv):
 
 
 def committed_rows(output_dir, run_id):
-  """{prefix: rows} in the parts this run has written so far."""
-  return {prefix: sum(parquet_rows(path) for path in matching_paths(
-      run_part_pattern(output_dir, prefix, run_id))) for prefix in OUTPUT_PREFIXES}
+  """{kind: rows} in the parts this run has written so far."""
+  return {kind: sum(parquet_rows(path) for path in matching_paths(
+      run_part_pattern(output_dir, kind, run_id))) for kind in ROW_KINDS}
 
 
 def stop_local_run(output_dir, run_id):

@@ -200,7 +200,7 @@ def azurite(tmp_path_factory):
 
 
 def read_manifest(output_dir):
-  with open(os.path.join(output_dir, 'manifest.json'), encoding='utf-8') as f:
+  with open(os.path.join(output_dir, '_manifest.json'), encoding='utf-8') as f:
     return json.load(f)
 
 

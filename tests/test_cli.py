@@ -13,6 +13,7 @@ import pytest
 
 from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS, ROOT, last_run
 from transforms.decode import decode_image
+from transforms.schema import part_glob
 
 # The output's schemas, as README documents them: written out here, not taken from the code.
 LABELS_SCHEMA = pa.schema([
@@ -47,8 +48,8 @@ def model_args(model_dir):
           '--feature_handle', model_dir / 'feature_vector']
 
 
-def read_output(output_dir, prefix, schema):
-  paths = glob.glob(os.path.join(str(output_dir), f'{prefix}-*.parquet'))
+def read_output(output_dir, kind, schema):
+  paths = glob.glob(os.path.join(str(output_dir), part_glob(kind)))
   tables = [pq.read_table(path) for path in paths]
   for table in tables:
     assert table.schema.equals(schema)
@@ -103,9 +104,9 @@ def test_labels_the_shared_photos(model_dir, tmp_path):
   rows = read_output(output, 'labels', LABELS_SCHEMA)
   check_labels(rows, lambda uri: uri)
   assert {row['model'] for row in rows} == {str(model_dir / 'classification')}
-  assert not glob.glob(str(output / 'errors-*.parquet'))
+  assert not glob.glob(str(output / '_errors-*.parquet'))
   # Nothing left behind but the committed parts and the manifest.
-  assert all(name.startswith('labels-') for name in os.listdir(output) if name != 'manifest.json')
+  assert all(name.startswith('labels-') for name in os.listdir(output) if name != '_manifest.json')
 
   database = duckdb.connect()
   count, width = database.execute(
@@ -156,9 +157,9 @@ def test_gcs_input_and_output(model_dir, gcs_bucket, tmp_path):
   assert result.returncode == 0, result.stderr
   assert '9 images labelled, 0 errors' in result.stdout
 
-  parts = [blob for blob in bucket.list_blobs(prefix='out/') if blob.name != 'out/manifest.json']
+  parts = [blob for blob in bucket.list_blobs(prefix='out/') if blob.name != 'out/_manifest.json']
   assert parts and all(blob.name.startswith('out/labels-') for blob in parts)
-  assert bucket.blob('out/manifest.json').exists()
+  assert bucket.blob('out/_manifest.json').exists()
   local = tmp_path / 'downloaded'
   local.mkdir()
   for blob in parts:

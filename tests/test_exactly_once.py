@@ -46,7 +46,7 @@ def fail_label_writes(monkeypatch, times):
   def write_then_fail(writer):
     committed = write(writer)
     with lock:
-      if writer._prefix == LABELS and len(failed) < times:  # pylint: disable=protected-access
+      if writer._kind == LABELS and len(failed) < times:  # pylint: disable=protected-access
         failed.append(committed.path)
         raise RuntimeError('injected: the bundle fails after writing a part')
     return committed
@@ -63,7 +63,7 @@ def assert_each_uri_once(output, uris):
   found = output_uris(output)
   assert sorted(found) == sorted(uris), collections.Counter(found).most_common(3)
   leftovers = [name for name in os.listdir(output) if not name.endswith('.parquet')]
-  assert leftovers == ['manifest.json']
+  assert leftovers == ['_manifest.json']
 
 
 def test_a_retried_bundle_leaves_no_duplicate_and_no_orphan(listing, model_dir, tmp_path,
@@ -152,7 +152,7 @@ def lose_a_part(monkeypatch):
 
   def write_then_lose(writer):
     committed = write_part(writer)
-    if writer._prefix == LABELS:  # pylint: disable=protected-access
+    if writer._kind == LABELS:  # pylint: disable=protected-access
       os.remove(committed.path)
     return committed
 

@@ -107,7 +107,7 @@ def test_the_cli_labels_https_urls_and_reports_the_broken_ones(model_dir, tmp_pa
   assert time.monotonic() - started < 120
   labels = pq.ParquetDataset(glob.glob(str(tmp_path / 'out' / 'labels-*.parquet'))).read()
   assert dict(zip(labels['uri'].to_pylist(), labels['label_index'].to_pylist())) == good
-  errors = pq.ParquetDataset(glob.glob(str(tmp_path / 'out' / 'errors-*.parquet'))).read()
+  errors = pq.ParquetDataset(glob.glob(str(tmp_path / 'out' / '_errors-*.parquet'))).read()
   assert {row['uri']: (row['stage'], row['error']) for row in errors.to_pylist()} == broken
   # The project's own retries, counted: one each for busy, down and slow; and
   # --max_read_attempts counts every request, the first one included.

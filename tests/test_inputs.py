@@ -85,8 +85,8 @@ def test_resume_leaves_out_uris_the_output_holds(tmp_path):
   listing = tmp_path / 'list.txt'
   listing.write_text('a.jpg\nb.jpg\nc.jpg\nd.jpg\nb.jpg\n')
   output = tmp_path / 'out'
-  write_errors_part(output, 'errors-1-a-00000.parquet', ['b.jpg'])
-  write_errors_part(output, 'errors-1-b-00000.parquet', ['x.jpg', 'd.jpg'])
+  write_errors_part(output, '_errors-1-a-00000.parquet', ['b.jpg'])
+  write_errors_part(output, '_errors-1-b-00000.parquet', ['x.jpg', 'd.jpg'])
   assert_lists(str(listing), ['a.jpg', 'c.jpg'], resume_from=str(output))
 
 
@@ -94,12 +94,12 @@ def test_resume_finds_rows_held_by_more_than_one_part(tmp_path):
   listing = tmp_path / 'list.txt'
   listing.write_text('a.jpg\nb.jpg\nc.jpg\n')
   output = tmp_path / 'out'
-  write_errors_part(output, 'errors-1-a-00000.parquet', ['a.jpg', 'b.jpg', 'x.jpg'])
-  write_errors_part(output, 'errors-1-b-00000.parquet', ['b.jpg', 'x.jpg'])
-  write_errors_part(output, 'errors-1-c-00000.parquet', ['x.jpg'])
+  write_errors_part(output, '_errors-1-a-00000.parquet', ['a.jpg', 'b.jpg', 'x.jpg'])
+  write_errors_part(output, '_errors-1-b-00000.parquet', ['b.jpg', 'x.jpg'])
+  write_errors_part(output, '_errors-1-c-00000.parquet', ['x.jpg'])
   assert_lists(str(listing), ['c.jpg'], resume_from=str(output), redundant=[
-      ('errors-1-b-00000.parquet', 'b.jpg'), ('errors-1-b-00000.parquet', 'x.jpg'),
-      ('errors-1-c-00000.parquet', 'x.jpg')])
+      ('_errors-1-b-00000.parquet', 'b.jpg'), ('_errors-1-b-00000.parquet', 'x.jpg'),
+      ('_errors-1-c-00000.parquet', 'x.jpg')])
 
 
 def test_resume_into_an_empty_directory_lists_everything(tmp_path):

@@ -69,7 +69,7 @@ def test_every_kind_of_uri_in_one_run_to_every_kind_of_output(model_dir, stores,
   for batch in results.read_batches(results.label_parts(outputs[kind]), ['uri', 'label_index']):
     labelled.update(zip(batch.column('uri').to_pylist(), batch.column('label_index').to_pylist()))
   assert labelled == expected
-  assert FileSystems.exists(FileSystems.join(outputs[kind], 'manifest.json'))
+  assert FileSystems.exists(FileSystems.join(outputs[kind], '_manifest.json'))
   assert not results.error_parts(outputs[kind])
 
 

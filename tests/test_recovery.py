@@ -91,7 +91,8 @@ def test_overwrite_replaces_earlier_results(model_dir, tmp_path, shared_fixtures
                         '--overwrite', *model_args(model_dir))
   assert second.returncode == 0, second.stderr
   assert output_uris(output) == [os.path.join(PHOTOS_DIR, 'bird.bmp')]
-  assert sorted(os.listdir(output))[-1] == 'manifest.json'
+  assert sorted(os.listdir(output)) == ['_manifest.json'] + sorted(
+      name for name in os.listdir(output) if name.startswith('labels-'))
   assert not list(output.glob('.*.tmp'))
 
 

@@ -48,7 +48,7 @@ def empty_files(tmp_path_factory):
 def error_rows(output):
   """{uri: error kind} of every error row, and how many rows there were."""
   tables = [pq.read_table(path, columns=['uri', 'error'])
-            for path in glob.glob(str(output / 'errors-*.parquet'))]
+            for path in glob.glob(str(output / '_errors-*.parquet'))]
   rows = [row for table in tables for row in zip(table.column('uri').to_pylist(),
                                                   table.column('error').to_pylist())]
   return dict(rows), len(rows)

@@ -18,7 +18,7 @@ import apache_beam as beam
 
 from transforms import metrics
 from transforms.files import delete_paths, file_name, matching_paths, parquet_rows
-from transforms.schema import ERRORS, OUTPUT_PREFIXES
+from transforms.schema import ERRORS, ROW_KINDS, kind_of_part
 from transforms.write import run_part_pattern, run_temp_pattern
 
 _FOOTER_READERS = 16
@@ -32,8 +32,8 @@ class _Finalize(beam.DoFn):
 
   def process(self, committed_parts):
     # Parts are matched by file name: the listing may spell the directory differently.
-    on_disk = {file_name(path): path for prefix in OUTPUT_PREFIXES
-               for path in matching_paths(run_part_pattern(self._output_dir, prefix,
+    on_disk = {file_name(path): path for kind in ROW_KINDS
+               for path in matching_paths(run_part_pattern(self._output_dir, kind,
                                                            self._run_id))}
     committed = {file_name(part.path): part for part in committed_parts}
     orphans = sorted(path for name, path in on_disk.items() if name not in committed)
@@ -45,14 +45,14 @@ class _Finalize(beam.DoFn):
                  if part.new_rows and name in on_disk}
     with concurrent.futures.ThreadPoolExecutor(_FOOTER_READERS) as pool:
       rows = dict(zip(new_parts, pool.map(parquet_rows, [on_disk[name] for name in new_parts])))
-    rows_by_prefix, kinds = collections.Counter(), collections.Counter()
+    rows_by_kind, error_kinds = collections.Counter(), collections.Counter()
     for name, part in new_parts.items():
-      rows_by_prefix[name.split('-', 1)[0]] += rows[name]
-      kinds.update(part.counts)
-    for prefix in OUTPUT_PREFIXES:
-      metrics.counter(prefix).inc(rows_by_prefix[prefix])
-    for kind, count in kinds.items():
-      metrics.counter(f'{ERRORS}.{kind}').inc(count)
+      rows_by_kind[kind_of_part(name)] += rows[name]
+      error_kinds.update(part.counts)
+    for kind in ROW_KINDS:
+      metrics.counter(kind).inc(rows_by_kind[kind])
+    for error_kind, count in error_kinds.items():
+      metrics.counter(f'{ERRORS}.{error_kind}').inc(count)
     metrics.counter('parts').inc(len(new_parts))
 
 

@@ -24,7 +24,7 @@ from apache_beam.transforms.window import GlobalWindows
 from transforms import metrics
 from transforms.files import file_name
 from transforms.inputs import read_listed_uris
-from transforms.schema import LABELS, OUTPUT_PREFIXES
+from transforms.schema import LABELS, ROW_KINDS, part_glob
 from transforms.write import remove_rows
 
 # The tagged output of (part file name, URI) for rows that another part also holds.
@@ -36,7 +36,7 @@ _LISTED, _DONE = 'listed', 'done'
 
 
 def output_part_patterns(output_dir):
-  return [FileSystems.join(output_dir, f'{prefix}-*.parquet') for prefix in OUTPUT_PREFIXES]
+  return [FileSystems.join(output_dir, part_glob(kind)) for kind in ROW_KINDS]
 
 
 def shard_of(uri):

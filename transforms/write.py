@@ -31,6 +31,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from transforms import metrics
 from transforms.files import delete_paths, exists, file_name, read_parquet
+from transforms.schema import file_prefix, kind_of_part
 
 DEFAULT_ROWS_PER_FILE = 2000
 
@@ -53,13 +54,13 @@ def rows_to_table(rows, schema):
   return pa.Table.from_arrays(columns, schema=schema)
 
 
-def part_name(prefix, run_id, attempt, number):
-  return f'{prefix}-{run_id}-{attempt}-{number:05d}.parquet'
+def part_name(kind, run_id, attempt, number):
+  return f'{file_prefix(kind)}-{run_id}-{attempt}-{number:05d}.parquet'
 
 
-def run_part_pattern(output_dir, prefix, run_id):
-  """Every part of PREFIX written by run RUN_ID, whichever attempt wrote it."""
-  return FileSystems.join(output_dir, f'{prefix}-{run_id}-*.parquet')
+def run_part_pattern(output_dir, kind, run_id):
+  """Every part of KIND written by run RUN_ID, whichever attempt wrote it."""
+  return FileSystems.join(output_dir, f'{file_prefix(kind)}-{run_id}-*.parquet')
 
 
 def run_temp_pattern(output_dir, run_id):
@@ -125,7 +126,7 @@ def remove_rows(part_path, uris, run_id):
   directory, name = FileSystems.split(part_path)
   digest = hashlib.sha256(name.encode()).hexdigest()
   new_path = FileSystems.join(
-      directory, part_name(name.split('-', 1)[0], run_id, f'dedup{digest}', 0))
+      directory, part_name(kind_of_part(name), run_id, f'dedup{digest}', 0))
   if not exists(part_path):  # a retry, after the first attempt deleted it
     return CommittedPart(new_path, {}, new_rows=False) if exists(new_path) else None
   table = read_parquet(part_path)
@@ -144,10 +145,10 @@ class WriteParquetParts(beam.DoFn):
   With count_column, each CommittedPart counts its rows per value of that column.
   """
 
-  def __init__(self, output_dir, prefix, schema, run_id, rows_per_file=DEFAULT_ROWS_PER_FILE,
+  def __init__(self, output_dir, kind, schema, run_id, rows_per_file=DEFAULT_ROWS_PER_FILE,
                count_column=None):
     self._output_dir = output_dir
-    self._prefix = prefix
+    self._kind = kind
     self._schema = schema
     self._run_id = run_id
     self._rows_per_file = rows_per_file
@@ -163,7 +164,7 @@ class WriteParquetParts(beam.DoFn):
 
   def process(self, row):
     self._rows.append(row)
-    metrics.PROCESS_TALLY.add(self._prefix)
+    metrics.PROCESS_TALLY.add(self._kind)
     if len(self._rows) >= self._rows_per_file:
       yield self._write()
 
@@ -173,7 +174,7 @@ class WriteParquetParts(beam.DoFn):
 
   def _write(self):
     rows, self._rows = self._rows, []
-    name = part_name(self._prefix, self._run_id, self._attempt, self._parts_written)
+    name = part_name(self._kind, self._run_id, self._attempt, self._parts_written)
     self._parts_written += 1
     path = write_table(self._output_dir, name, rows_to_table(rows, self._schema))
     counts = (dict(collections.Counter(row[self._count_column] for row in rows))
