@@ -35,6 +35,11 @@ def quiet_native_logs(verbose):
     os.environ.setdefault(name, value)
 
 
+def plural(count, noun):
+  """'1 image', '2 images', '1,000 images'; `noun` takes an 's'."""
+  return f'{count:,} {noun}' + ('' if count == 1 else 's')
+
+
 def status(message, transient=False):
   """A line on stderr; a transient one is overwritten by the next on a terminal, and not
   printed at all elsewhere (logs get the lines that last)."""

@@ -2,23 +2,27 @@
 and checked before a pipeline is built."""
 
 import argparse
+import difflib
 import os
 
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from pipeline.console import VERBOSE_HELP
-from transforms.decode import DEFAULT_MAX_PIXELS
+from transforms.decode import DEFAULT_MAX_PIXELS, decode_image
+from transforms.failures import ImageError
 from transforms.files import exists
 from transforms.http_read import DEFAULT_CONNECTIONS_PER_HOST, DEFAULT_TIMEOUT_S
 from transforms.inference import DEFAULT_BATCH_SIZE
-from transforms.inputs import input_format
+from transforms.inputs import (FOLDER, GLOB, LIST_SUFFIXES, check_list, input_format,
+                               is_folder_image)
 from transforms.int8 import require_int8
 from transforms.labels import NUM_CLASSES
 from transforms.model import DEFAULT_ENGINE, ENGINES
 from transforms.model_store import SAVED_MODEL, is_saved_model_dir, local_model_dir
-from transforms.read import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_READ_ATTEMPTS
+from transforms.read import (DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_READ_ATTEMPTS, canonical_uri,
+                             local_path, read_image_bytes)
 from transforms.write import DEFAULT_ROWS_PER_FILE
 
 TFHUB_MOBILENET_V2 = 'https://tfhub.dev/google/tf2-preview/mobilenet_v2'
@@ -113,13 +117,14 @@ class LabelImagesOptions(PipelineOptions):
 def parse_args(argv):
   """Returns (our options as a namespace, PipelineOptions of the whole command line)."""
   parser = argparse.ArgumentParser(
-      prog='label-images',
+      prog='label-images', allow_abbrev=False,
       description='Label images with the TF Hub MobileNet V2 ImageNet classifier on Apache '
       'Beam; writes labels, scores and embeddings to Parquet.',
       epilog='Every standard Beam option (--runner, --direct_num_workers, --project, '
       '--region, --temp_location, ...) is passed through to the pipeline. To copy the model to '
       'GCS for Dataflow workers: label-images stage-model --help.')
   LabelImagesOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  refuse_unknown_options(parser, argv)
   args, others = parser.parse_known_args(argv)
   stray = stray_values(others)
   if stray:
@@ -150,6 +155,36 @@ def parse_args(argv):
   return args, PipelineOptions(LOCAL_DEFAULTS + normalize_dry_run(argv))
 
 
+def refuse_unknown_options(parser, argv):
+  """Exits with status 2 where argv holds a --flag that neither `parser` nor any Beam
+  option knows, with the nearest known one: Beam itself only logs that it drops them."""
+  known = _option_strings(parser) | _option_strings(_beam_parser())
+  unknown = []
+  for token in argv:
+    if token == '--':
+      break
+    name = token.split('=', 1)[0]
+    if token.startswith('--') and name not in known:
+      nearest = difflib.get_close_matches(name, known, n=1)
+      unknown.append(name + (f' (did you mean {nearest[0]}?)' if nearest else ''))
+  if unknown:
+    parser.error('unrecognized option' + ('s' if len(unknown) > 1 else '') + ': '
+                 + ', '.join(unknown))
+
+
+def _beam_parser():
+  """A parser of every Beam option (standard, Google Cloud, AWS, Azure, ...)."""
+  parser = _BeamArgumentParser(allow_abbrev=False)
+  for options_class in {str(cls): cls for cls in PipelineOptions.__subclasses__()}.values():
+    options_class._add_argparse_args(parser)  # pylint: disable=protected-access
+  return parser
+
+
+def _option_strings(parser):
+  return {option for action in parser._actions  # pylint: disable=protected-access
+          for option in action.option_strings}
+
+
 def normalize_dry_run(argv):
   """Beam's --dry_run takes a value and counts any value, 'False' too, as true. Here a bare
   --dry_run means true, and --dry_run=false (or 0, no) means false."""
@@ -178,12 +213,9 @@ def local_path_problems(args):
   """Mistakes in local paths, caught before the pipeline starts. Remote paths are left to
   the workers: the driver may have no access to them (e.g. building a Dataflow job)."""
   problems = []
-  if '://' not in args.input:
-    if input_format(args.input) != 'glob':
-      if not os.path.isfile(args.input):
-        problems.append(f'--input: no such file: {args.input}')
-    elif not _matches_any(args.input):
-      problems.append(f'--input: no files match {args.input}')
+  input_problem = local_input_problem(args)
+  if input_problem:
+    problems.append(input_problem)
   if '://' not in args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
     problems.append(f'--output: {args.output} is a file, not a directory')
   for flag in ('model_handle', 'feature_handle'):
@@ -196,6 +228,46 @@ def local_path_problems(args):
     except FileNotFoundError as e:
       problems.append(str(e))
   return problems
+
+
+def local_input_problem(args):
+  """What is wrong with a local --input (a plain path or file://), or None."""
+  if local_path(args.input) is None:
+    return None
+  path = canonical_uri(args.input, os.getcwd())
+  kind = input_format(path)
+  if kind == FOLDER:
+    if not _holds_files(path):
+      return f'--input: the folder {args.input} holds no files (hidden ones are skipped)'
+  elif kind != GLOB:
+    if not os.path.isfile(path):
+      return f'--input: no such file: {args.input}'
+    try:
+      check_list(path)
+    except ValueError as e:
+      return f'--input: {e}'
+  elif os.path.isfile(path):
+    if _holds_no_image(path, args):
+      return (f'--input: {args.input} is neither an image nor a list of URIs: a list is a '
+              f'{LIST_SUFFIXES} file')
+  elif not _matches_any(path):
+    return f'--input: no files match {args.input}'
+  return None
+
+
+def _holds_files(folder):
+  return any(is_folder_image(os.path.join(directory, name), folder)
+             for directory, _, names in os.walk(folder) for name in names)
+
+
+def _holds_no_image(path, args):
+  """Whether the pipeline would find no image in this one file (nor a read error to report):
+  decided as it decides, by the content."""
+  try:
+    decode_image(read_image_bytes(path, args.max_image_bytes), args.max_image_pixels)
+  except ImageError as e:
+    return e.error == 'not_an_image'
+  return False
 
 
 def model_handle_problems(args, local):

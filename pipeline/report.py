@@ -158,10 +158,8 @@ def write_manifest(output_dir, run, identity):
       'totals': directory_totals(output_dir),
       'runs': runs + [run],
   }
-  path = FileSystems.join(output_dir, MANIFEST)
-  temp_path = FileSystems.join(output_dir, f'.{MANIFEST}-{run["run_id"]}.tmp')
-  write_bytes(temp_path, json.dumps(manifest, indent=2).encode('utf-8'))
-  FileSystems.rename([temp_path], [path])
+  write_bytes(FileSystems.join(output_dir, MANIFEST),
+              json.dumps(manifest, indent=2).encode('utf-8'))
   return manifest
 
 

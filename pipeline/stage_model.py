@@ -24,16 +24,18 @@ import sys
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.console import add_verbose_flag
+from pipeline.console import add_verbose_flag, plural
+from pipeline.results import parse_with_filesystem_options
 from pipeline.options import DEFAULT_MODEL_HANDLE
 from transforms import int8
 from transforms.decode import IMAGE_SIZE, decode_image
 from transforms.failures import ImageError
-from transforms.files import write_bytes
+from transforms.files import created_atomically, write_bytes
 from transforms.inputs import list_input_uris
 from transforms.litert_engine import LiteRtModel, convert_to_tflite
 from transforms.model import load_image_model
 from transforms.model_store import local_model_dir
+from transforms.quiet import native_stderr_hidden
 from transforms.read import read_image_bytes
 
 MODULES = ('classification', 'feature_vector')
@@ -52,28 +54,50 @@ def source_handles(source, feature_source=None):
 
 
 def copy_tree(local_dir, dest):
-  """Copies every file under local_dir to dest (any Beam filesystem); returns the count."""
+  """Copies every file under local_dir to dest (any Beam filesystem), each under a
+  temporary name renamed into place once whole; returns the count."""
   count = 0
   for root, _, files in os.walk(local_dir):
     for name in files:
       path = os.path.join(root, name)
       target = FileSystems.join(dest, *os.path.relpath(path, local_dir).split(os.sep))
-      with open(path, 'rb') as src, FileSystems.create(target) as dst:
+      with open(path, 'rb') as src, created_atomically(target) as dst:
         shutil.copyfileobj(src, dst, length=8 * 1024 * 1024)
       count += 1
   return count
 
 
-def stage(source, dest, feature_source=None):
-  """Returns the staged (model_handle, feature_handle)."""
-  staged = []
-  for module, handle in zip(MODULES, source_handles(source, feature_source)):
-    local_dir = local_model_dir(handle)
-    target = FileSystems.join(dest, module)
-    files = copy_tree(local_dir, target)
-    print(f'staged {handle} -> {target} ({files} files)')
-    staged.append(target)
-  return tuple(staged)
+def _local_real_path(path):
+  return None if '://' in path else os.path.realpath(path)
+
+
+def needs_copy(local_dir, target):
+  """False where `target` is `local_dir` itself: the model is staged in place. Raises
+  ValueError where one holds the other: copying would write into its own source."""
+  source, dest = os.path.realpath(local_dir), _local_real_path(target)
+  if dest is None:
+    return True
+  if source == dest:
+    return False
+  if os.path.commonpath([source, dest]) in (source, dest):
+    raise ValueError(f'--dest {target} and the model at {local_dir} hold one another: copying '
+                     'would write over the source. Pass a --dest outside it, or the directory '
+                     'that holds classification/ and feature_vector/ to stage in place.')
+  return True
+
+
+def stage(handles, dest):
+  """Copies the two modules to DEST/classification and DEST/feature_vector, except where
+  they are there already; returns the staged (model_handle, feature_handle)."""
+  local_dirs = [local_model_dir(handle) for handle in handles]
+  targets = [FileSystems.join(dest, module) for module in MODULES]
+  copies = [needs_copy(local_dir, target) for local_dir, target in zip(local_dirs, targets)]
+  for handle, local_dir, target, copy in zip(handles, local_dirs, targets, copies):
+    if copy:
+      print(f'staged {handle} -> {target} ({copy_tree(local_dir, target)} files)')
+    else:
+      print(f'{target} is already in place: nothing copied')
+  return tuple(targets)
 
 
 def decoded_pixels(uris):
@@ -87,29 +111,51 @@ def decoded_pixels(uris):
   return np.stack(pixels) if pixels else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
 
 
-def stage_int8(handles, dest, calibration_input, calibration_images, holdout_images):
+def calibration_sample(calibration_input, calibration_images, holdout_images):
+  """(calibration URIs, held-out URIs) of --int8_calibration; raises ValueError where it
+  names no image, before anything is copied."""
+  try:
+    uris = list_input_uris(calibration_input)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'--int8_calibration {calibration_input}: {e}') from e
+  if not uris:
+    raise ValueError(f'--int8_calibration: no image matches {calibration_input}')
+  return int8.split_sample(uris, calibration_images, holdout_images)
+
+
+def stage_int8(handles, dest, sample, calibration_input):
   """Quantizes the model on the user's images; writes DEST/int8.tflite and DEST/int8.json
   and returns the figures."""
-  calibration_uris, holdout_uris = int8.split_sample(
-      list_input_uris(calibration_input), calibration_images, holdout_images)
-  calibration, holdout = decoded_pixels(calibration_uris), decoded_pixels(holdout_uris)
+  calibration, holdout = (decoded_pixels(uris) for uris in sample)
   if not len(calibration):
     raise ValueError(f'--int8_calibration: no image of {calibration_input} could be decoded')
   tf_model = load_image_model(*handles)
-  quantized = convert_to_tflite(tf_model, calibration)
+  with native_stderr_hidden():  # the converter's own logging
+    quantized = convert_to_tflite(tf_model, calibration)
+    fp32 = convert_to_tflite(tf_model) if len(holdout) else None
   figures = {
       'created_at': datetime.datetime.now(datetime.timezone.utc).isoformat(),
       'model_handle': handles[0], 'feature_handle': handles[1],
       'calibration_input': calibration_input, 'calibration_images': int(len(calibration)),
-      'holdout': (int8.agreement(LiteRtModel(convert_to_tflite(tf_model)),
-                                 LiteRtModel(quantized), holdout) if len(holdout) else None),
+      'holdout': (int8.agreement(LiteRtModel(fp32), LiteRtModel(quantized), holdout)
+                  if len(holdout) else None),
   }
   model_path, figures_path = int8.int8_paths(FileSystems.join(dest, MODULES[0]))
   write_bytes(model_path, quantized)
   write_bytes(figures_path, json.dumps(figures, indent=2).encode('utf-8'))
-  print(f'int8 model -> {model_path}, calibrated on {len(calibration)} images; against fp32 '
-        f'on {len(holdout)} held-out images: {figures["holdout"]}')
+  print(f'int8 model -> {model_path}, calibrated on {plural(len(calibration), "image")}')
+  print('  ' + holdout_line(figures['holdout']))
   return figures
+
+
+def holdout_line(holdout):
+  """How the int8 model agrees with fp32 on the held-out images, for people."""
+  if not holdout:
+    return ('no image was left to measure its agreement with fp32: give --int8_calibration '
+            'more images than --int8_images')
+  return (f"on {plural(holdout['images'], 'held-out image')}: the same top label as fp32 for "
+          f"{holdout['labels_agree']:.1%}; embedding cosine with fp32 least "
+          f"{holdout['embedding_cosine_min']:.3f}, median {holdout['embedding_cosine_median']:.3f}")
 
 
 def main(argv):
@@ -135,12 +181,14 @@ def main(argv):
                       help='other images to measure agreement with fp32 on. '
                       'Default: %(default)s')
   add_verbose_flag(parser)
-  args = parser.parse_args(argv)
+  args = parse_with_filesystem_options(parser, argv)
   try:
-    model_handle, feature_handle = stage(args.source, args.dest, args.feature_source)
-    if args.int8_calibration:
-      stage_int8(source_handles(args.source, args.feature_source), args.dest,
-                 args.int8_calibration, args.int8_images, args.int8_holdout)
+    handles = source_handles(args.source, args.feature_source)
+    sample = (calibration_sample(args.int8_calibration, args.int8_images, args.int8_holdout)
+              if args.int8_calibration else None)
+    model_handle, feature_handle = stage(handles, args.dest)
+    if sample:
+      stage_int8(handles, args.dest, sample, args.int8_calibration)
   except (ValueError, FileNotFoundError) as e:
     parser.error(str(e))
   print(f'label-images ... --model_handle {model_handle} --feature_handle {feature_handle}')

@@ -1,7 +1,8 @@
 """Stopping on Ctrl-C (SIGINT) and SIGTERM, as terminals and schedulers expect.
 
-The first signal interrupts the driver wherever it is waiting. A local run then lets the
-parts being written finish (no new one starts), deletes its temporary files, records
+The first signal interrupts the driver wherever it is waiting. A local run then writes the
+rows its writers hold as parts, lets the parts being written finish (no new one starts),
+deletes its temporary files, records
 itself as interrupted in the manifest and says how to continue; a remote job keeps running
 and the message says how to cancel it. A second signal exits at once. The exit status is
 128 + the signal's number: 130 for SIGINT, 143 for SIGTERM.
@@ -17,7 +18,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from transforms.files import delete_paths, matching_paths, parquet_rows
 from transforms.schema import ROW_KINDS
-from transforms.write import PART_WRITES, run_part_pattern, run_temp_pattern
+from transforms.write import PART_WRITES, run_part_pattern, run_temp_pattern, write_held_rows
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 WRITES_GRACE_S = 10.0
@@ -67,7 +68,9 @@ def committed_rows(output_dir, run_id):
 
 
 def stop_local_run(output_dir, run_id):
-  """Lets the parts being written finish, then deletes this run's temporary files."""
+  """Writes the rows the writers hold as parts, lets the parts being written finish, then
+  deletes this run's temporary files."""
+  write_held_rows()
   PART_WRITES.close(WRITES_GRACE_S)
   delete_paths(matching_paths(run_temp_pattern(output_dir, run_id)))
 

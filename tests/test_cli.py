@@ -209,3 +209,28 @@ def test_a_model_handle_without_a_saved_model_is_refused(tmp_path):
                         '--model_handle', tmp_path, '--feature_handle', tmp_path)
   assert result.returncode == 2
   assert f'--model_handle: {tmp_path} is not a SavedModel directory' in result.stderr
+
+
+@pytest.mark.parametrize('command', [
+    ['--input', os.path.join(PHOTOS_DIR, '*'), '--output', 'OUT', '--top-k', '3',
+     '--max_error_fractoin', '0.0'],
+    ['report', 'OUT', '--low-confidence', '0.3'],
+    ['similar', 'OUT', '--uri', 'x.jpg', '--kk', '3'],
+    ['duplicates', 'OUT', '--treshold', '0.8'],
+    ['stage-model', '--dest', 'OUT', '--int8_imagse', '3'],
+])
+def test_a_mistyped_option_is_refused_before_any_work_with_the_nearest_one(command, tmp_path):
+  output = tmp_path / 'out'
+  result = label_images(*[str(output) if arg == 'OUT' else arg for arg in command])
+  assert result.returncode == 2, result.stderr
+  last_line = result.stderr.strip().splitlines()[-1]
+  assert 'unrecognized option' in last_line and '(did you mean --' in last_line, last_line
+  assert not output.exists()
+
+
+def test_both_mistyped_options_are_named():
+  result = label_images('--input', 'x', '--output', 'y', '--top-k', '3',
+                        '--max_error_fractoin', '0.0', '--runnr', 'DirectRunner')
+  assert result.returncode == 2
+  assert ('unrecognized options: --top-k (did you mean --top_k?), --max_error_fractoin (did '
+          'you mean --max_error_fraction?), --runnr (did you mean --runner?)') in result.stderr

@@ -1,7 +1,9 @@
 """Reruns and crashes: refusing, overwriting, and resuming after SIGKILL."""
 
 import os
+import pty
 import random
+import re
 import shlex
 import signal
 import subprocess
@@ -128,3 +130,40 @@ def test_a_signal_stops_the_run_cleanly_and_the_printed_command_finishes_it(
   resumed = label_images(*words[1:])
   assert resumed.returncode == 0, resumed.stderr
   assert sorted(output_uris(output)) == sorted(uris)
+
+
+def test_a_stop_commits_the_rows_labelled_so_far(many_images, model_dir, tmp_path):
+  """Rows gathered below --rows_per_file are written as parts when the run stops, not
+  dropped: the progress line on a terminal said how many were labelled."""
+  listing, uris = many_images
+  output = tmp_path / 'out'
+  args = ['--input', listing, '--output', output, '--rows_per_file', 100_000,
+          *model_args(model_dir)]
+  terminal, terminal_end = pty.openpty()  # the progress line is kept on a terminal only
+  process = subprocess.Popen([sys.executable, '-m', 'pipeline.run', *map(str, args)],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=terminal_end)
+  os.close(terminal_end)
+  seen, labelled = b'', 0
+  deadline = time.monotonic() + 300
+  while labelled < 20:
+    assert time.monotonic() < deadline and process.poll() is None, seen[-2000:]
+    seen += os.read(terminal, 4096)
+    counts = re.findall(rb'(\d+) labelled, \d+ failed of', seen)
+    labelled = int(counts[-1]) if counts else 0
+  process.send_signal(signal.SIGINT)
+  while True:
+    try:
+      chunk = os.read(terminal, 4096)
+    except OSError:  # the terminal closes with the process
+      break
+    if not chunk:
+      break
+    seen += chunk
+  process.wait(timeout=60)
+  os.close(terminal)
+  assert process.returncode == 130, seen[-2000:]
+  committed = len(read_output(output, 'labels', LABELS_SCHEMA))
+  assert labelled <= committed < len(uris)
+  message = seen.decode(errors='replace')
+  assert f'{committed} labels' in message and 'of this run are committed' in message
+  assert last_run(output)['counts']['labelled'] == committed

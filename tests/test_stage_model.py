@@ -1,6 +1,7 @@
 """label-images stage-model: TF Hub modules copied to GCS, then loaded from there by workers."""
 
 import os
+import shutil
 
 import pytest
 
@@ -54,3 +55,32 @@ def test_source_handles(source, feature_source, expected):
 def test_a_source_that_names_no_classification_module_needs_feature_source():
   with pytest.raises(ValueError, match='--feature_source'):
     source_handles('gs://b/my-model')
+
+
+def copy_of_models(model_dir, tmp_path):
+  models = tmp_path / 'models'
+  shutil.copytree(model_dir, models, ignore=shutil.ignore_patterns('int8.*'))
+  return models, {path: path.read_bytes() for path in models.rglob('*') if path.is_file()}
+
+
+def test_staging_into_its_own_source_leaves_every_file_as_it_was(model_dir, tmp_path):
+  models, before = copy_of_models(model_dir, tmp_path)
+  staged = label_images('stage-model', '--source', models, '--dest', models)
+  assert staged.returncode == 0, staged.stderr
+  assert 'nothing copied' in staged.stdout
+  assert {path: path.read_bytes() for path in models.rglob('*') if path.is_file()} == before
+
+
+def test_a_destination_inside_its_source_is_refused_and_writes_nothing(model_dir, tmp_path):
+  models, before = copy_of_models(model_dir, tmp_path)
+  staged = label_images('stage-model', '--source', models,
+                        '--dest', models / 'classification' / 'copy')
+  assert staged.returncode == 2 and 'would write over the source' in staged.stderr
+  assert {path: path.read_bytes() for path in models.rglob('*') if path.is_file()} == before
+
+
+def test_a_calibration_glob_that_matches_nothing_is_refused_before_copying(model_dir, tmp_path):
+  staged = label_images('stage-model', '--source', model_dir, '--dest', tmp_path / 'dest',
+                        '--int8_calibration', tmp_path / 'nothing' / '*.jpg')
+  assert staged.returncode == 2 and 'no image matches' in staged.stderr
+  assert not (tmp_path / 'dest').exists()

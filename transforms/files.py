@@ -1,4 +1,11 @@
-"""Listing, reading, writing and deleting files on any Beam filesystem, byte for byte."""
+"""Listing, reading, writing and deleting files on any Beam filesystem, byte for byte.
+
+Every write goes through a temporary name beside its file ('.NAME-TAG.tmp'), renamed into
+place once complete: a reader never sees half a file, and a failed write leaves at most a
+temporary file, which the next run into the directory deletes."""
+
+import contextlib
+import uuid
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
@@ -43,8 +50,26 @@ def read_bytes(path):
     return f.read()
 
 
+def temp_path_for(path):
+  directory, name = FileSystems.split(path)
+  return FileSystems.join(directory, f'.{name}-{uuid.uuid4().hex[:8]}.tmp')
+
+
+@contextlib.contextmanager
+def created_atomically(path):
+  """A writable file that appears at `path` complete, or not at all."""
+  temp_path = temp_path_for(path)
+  try:
+    with FileSystems.create(temp_path) as f:
+      yield f
+  except BaseException:
+    delete_paths([temp_path])
+    raise
+  FileSystems.rename([temp_path], [path])
+
+
 def write_bytes(path, data):
-  with FileSystems.create(path) as f:
+  with created_atomically(path) as f:
     f.write(data)
 
 

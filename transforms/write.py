@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import threading
 import uuid
+import weakref
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -30,7 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms import metrics
-from transforms.files import delete_paths, exists, file_name, read_parquet
+from transforms.files import created_atomically, delete_paths, exists, file_name, read_parquet
 from transforms.schema import file_prefix, kind_of_part
 
 DEFAULT_ROWS_PER_FILE = 2000
@@ -101,17 +102,22 @@ class WriteGate:
 
 # Shared by every writer of this process.
 PART_WRITES = WriteGate()
+_WRITERS = weakref.WeakSet()
+
+
+def write_held_rows():
+  """Writes the rows that this process's writers have gathered but not yet written, each
+  writer's as a part: a local run that stops keeps what it labelled. Called before
+  PART_WRITES closes."""
+  for writer in list(_WRITERS):
+    writer.write_held_rows()
 
 
 def write_table(output_dir, name, table):
   """Writes table to OUTPUT_DIR/NAME atomically, as one row group; returns its path."""
   final_path = FileSystems.join(output_dir, name)
-  stem = name.rsplit('.', 1)[0]
-  temp_path = FileSystems.join(output_dir, f'.{stem}-{uuid.uuid4().hex[:8]}.tmp')
-  with PART_WRITES.writing():
-    with FileSystems.create(temp_path) as f:
-      pq.write_table(table, f, compression='zstd', row_group_size=max(1, table.num_rows))
-    FileSystems.rename([temp_path], [final_path])
+  with PART_WRITES.writing(), created_atomically(final_path) as f:
+    pq.write_table(table, f, compression='zstd', row_group_size=max(1, table.num_rows))
   return final_path
 
 
@@ -157,20 +163,35 @@ class WriteParquetParts(beam.DoFn):
     self._attempt = None
     self._parts_written = 0
 
+  def setup(self):
+    self._lock = threading.Lock()  # pylint: disable=attribute-defined-outside-init
+    _WRITERS.add(self)
+
   def start_bundle(self):
-    self._rows = []
-    self._attempt = uuid.uuid4().hex[:12]
-    self._parts_written = 0
+    with self._lock:
+      self._rows = []
+      self._attempt = uuid.uuid4().hex[:12]
+      self._parts_written = 0
 
   def process(self, row):
-    self._rows.append(row)
-    metrics.PROCESS_TALLY.add(self._kind)
-    if len(self._rows) >= self._rows_per_file:
-      yield self._write()
+    with self._lock:
+      self._rows.append(row)
+      metrics.PROCESS_TALLY.add(self._kind)
+      part = self._write() if len(self._rows) >= self._rows_per_file else None
+    if part:
+      yield part
 
   def finish_bundle(self):
-    if self._rows:
-      yield GlobalWindows.windowed_value(self._write())
+    with self._lock:
+      part = self._write() if self._rows else None
+    if part:
+      yield GlobalWindows.windowed_value(part)
+
+  def write_held_rows(self):
+    """Writes the rows gathered so far as a part, outside the bundle's own flow."""
+    with self._lock:
+      if self._rows:
+        self._write()
 
   def _write(self):
     rows, self._rows = self._rows, []
