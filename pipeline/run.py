@@ -22,12 +22,14 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from pipeline import duplicates, html_report, report, results, similar, stage_model, stopping
 from pipeline.build import build_pipeline
 from pipeline.console import log_to_file, quiet_native_logs, start_logging, stderr_to_log
+from pipeline.dry_run import job_description, model_checks, worker_location_problems
 from pipeline.failure_summary import summary_lines
 from pipeline.identity import differences, directory_identity
 from pipeline.options import model_handle_problems, parse_args, verbose_requested
 from pipeline.output_dir import OutputExistsError, prepare_output_dir
 from pipeline.progress import ProgressDisplay
-from pipeline.runner import create_runner, dry_run_problems, is_local, runs_in_this_process
+from pipeline.runner import (create_runner, dry_run_problems, is_local, runs_in_this_process,
+                             runs_on_dataflow)
 from pipeline.stopping import Interrupted, stop_on_signals
 from transforms.failures import ImageError
 from transforms.int8 import load_int8
@@ -63,14 +65,16 @@ def build(args, pipeline_options, run_id):
 
 
 def dry_run(args, pipeline_options):
-  """Builds the job without submitting or running it: nothing touches the network."""
+  """Builds the job and checks what its workers will need, without submitting or running
+  it."""
+  problems, unchecked = ([], []) if is_local(pipeline_options) else model_checks(args)
+  if problems:
+    raise UsageError('\n'.join(problems))
   pipeline = build(args, pipeline_options, new_run_id(report.now()))
   if is_local(pipeline_options):  # the local runner has no dry run of its own
     print('label-images: dry run: built the pipeline; nothing was run')
     return
-  job = pipeline.run().job
-  print(f'label-images: dry run: built job {job.proto.name} '
-        f'({len(job.proto_pipeline.components.transforms)} transforms); nothing was submitted')
+  print(job_description(args, pipeline_options, pipeline.run().job, unchecked))
 
 
 def run(argv, log_path=None):
@@ -85,6 +89,8 @@ def _run(argv, log_path):
   args, pipeline_options = parse_args(argv)
   # The driver reads the output directory before any pipeline exists (which would set them).
   FileSystems.set_options(pipeline_options)
+  if runs_on_dataflow(pipeline_options) and worker_location_problems(args):
+    raise UsageError('\n'.join(worker_location_problems(args)))
   if pipeline_options.view_as(TestOptions).dry_run:
     dry_run(args, pipeline_options)
     return 0

@@ -14,6 +14,10 @@ def is_local(pipeline_options):
   return pipeline_options.view_as(StandardOptions).runner in (None, 'DirectRunner')
 
 
+def runs_on_dataflow(pipeline_options):
+  return 'Dataflow' in (pipeline_options.view_as(StandardOptions).runner or '')
+
+
 def runs_in_this_process(pipeline_options):
   """Whether the workers run in this process, as threads."""
   running_mode = pipeline_options.view_as(DirectOptions).direct_running_mode

@@ -55,6 +55,56 @@ def test_the_cli_builds_the_job_without_a_network():
     unavailable(f'unshare -n is not permitted here: {result.stderr.strip()}')
   assert result.returncode == 0, result.stderr
   assert 'dry run: built job' in result.stdout and 'nothing was submitted' in result.stdout
+  assert 'steps (16): ListUris, SelectUris, Read, Decode, Inference' in result.stdout
+  assert ('workers: up to 20 x g2-standard-4, image '
+          'us-docker.pkg.dev/my-project/images/label-images:gpu') in result.stdout
+  assert 'engine: litert (fp32), batches of 32' in result.stdout
+  assert 'not checked from here (no access): --model_handle' in result.stdout
+
+
+def dataflow_args(**replaced):
+  args = list(DATAFLOW_ARGS)
+  for flag, value in replaced.items():
+    args[args.index(f'--{flag}') + 1] = str(value)
+  return args
+
+
+def test_a_dataflow_job_with_paths_only_this_machine_has_is_refused(model_dir, tmp_path):
+  listing = tmp_path / 'list.txt'
+  listing.write_text('gs://my-bucket/a.jpg\n')
+  result = subprocess.run(
+      [sys.executable, '-m', 'pipeline.run',
+       *dataflow_args(input=listing, output=tmp_path / 'out',
+                      model_handle=model_dir / 'classification')],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr
+  for flag in ('--input', '--output', '--model_handle'):
+    assert f'{flag} ' in result.stderr and 'is a path on this machine' in result.stderr
+  assert '--feature_handle' not in result.stderr
+  assert not (tmp_path / 'out').exists()
+
+
+def test_a_dataflow_dry_run_looks_for_the_int8_model_its_workers_need(model_dir, gcs_bucket):
+  bucket, bucket_uri = gcs_bucket
+  for module in ('classification', 'feature_vector'):  # no int8.tflite beside them
+    for path in (model_dir / module).rglob('*'):
+      if path.is_file():
+        bucket.blob(f'models/{path.relative_to(model_dir)}').upload_from_filename(path)
+  handles = {'model_handle': f'{bucket_uri}/models/classification',
+             'feature_handle': f'{bucket_uri}/models/feature_vector'}
+  result = subprocess.run(
+      [sys.executable, '-m', 'pipeline.run', *dataflow_args(**handles), '--engine', 'litert_int8'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr
+  assert f'--engine litert_int8 needs {bucket_uri}/models/int8.tflite' in result.stderr
+
+  result = subprocess.run(
+      [sys.executable, '-m', 'pipeline.run',
+       *dataflow_args(model_handle=f'{bucket_uri}/nothing/classification',
+                      feature_handle=handles['feature_handle'])],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr
+  assert f'{bucket_uri}/nothing/classification holds no saved_model.pb' in result.stderr
 
 
 @pytest.mark.parametrize('argv, expected', [
