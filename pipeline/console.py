@@ -35,9 +35,9 @@ def quiet_native_logs(verbose):
     os.environ.setdefault(name, value)
 
 
-def plural(count, noun):
-  """'1 image', '2 images', '1,000 images'; `noun` takes an 's'."""
-  return f'{count:,} {noun}' + ('' if count == 1 else 's')
+def plural(count, noun, nouns=None):
+  """'1 image', '0 images', '1,000 images'."""
+  return f'{count:,} ' + (noun if count == 1 else nouns or noun + 's')
 
 
 def status(message, transient=False):

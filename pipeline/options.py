@@ -114,15 +114,28 @@ class LabelImagesOptions(PipelineOptions):
         'run failed (e.g. 0.01). By default per-image errors never fail the run.')
 
 
+COMMANDS_HELP = """\
+Every standard Beam option (--runner, --direct_num_workers, --project, --region,
+--temp_location, ...) is passed through to the pipeline. --dry_run builds the job (and,
+for Dataflow, checks what its workers need and describes it) without running it.
+
+Other commands (each takes --help):
+  label-images stage-model --dest DIR     copy the model where workers load it; int8
+  label-images report OUTPUT_DIR          an HTML page about a finished output directory
+  label-images similar OUTPUT_DIR --uri URI | --image PATH
+                                          the most similar images, by embedding
+  label-images duplicates OUTPUT_DIR      groups of near-duplicate images
+"""
+
+
 def parse_args(argv):
   """Returns (our options as a namespace, PipelineOptions of the whole command line)."""
   parser = argparse.ArgumentParser(
       prog='label-images', allow_abbrev=False,
       description='Label images with the TF Hub MobileNet V2 ImageNet classifier on Apache '
       'Beam; writes labels, scores and embeddings to Parquet.',
-      epilog='Every standard Beam option (--runner, --direct_num_workers, --project, '
-      '--region, --temp_location, ...) is passed through to the pipeline. To copy the model to '
-      'GCS for Dataflow workers: label-images stage-model --help.')
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog=COMMANDS_HELP)
   LabelImagesOptions._add_argparse_args(parser)  # pylint: disable=protected-access
   refuse_unknown_options(parser, argv)
   args, others = parser.parse_known_args(argv)
@@ -239,12 +252,15 @@ def local_input_problem(args):
   if kind == FOLDER:
     if not _holds_files(path):
       return f'--input: the folder {args.input} holds no files (hidden ones are skipped)'
+    if _is_under(args.output, path):
+      return (f'--output {args.output} is inside the --input folder {args.input}: its results '
+              'would be labelled as images; write them elsewhere')
   elif kind != GLOB:
     if not os.path.isfile(path):
       return f'--input: no such file: {args.input}'
     try:
       check_list(path)
-    except ValueError as e:
+    except (OSError, ValueError) as e:
       return f'--input: {e}'
   elif os.path.isfile(path):
     if _holds_no_image(path, args):
@@ -253,6 +269,12 @@ def local_input_problem(args):
   elif not _matches_any(path):
     return f'--input: no files match {args.input}'
   return None
+
+
+def _is_under(output, folder):
+  if local_path(output) is None:
+    return False
+  return os.path.commonpath([canonical_uri(output, os.getcwd()), folder]) == folder
 
 
 def _holds_files(folder):

@@ -1,4 +1,4 @@
-"""The end-of-run report: the summary printed, and OUTPUT_DIR/manifest.json."""
+"""The end-of-run report: the summary printed, and OUTPUT_DIR/_manifest.json."""
 
 import collections
 import datetime
@@ -10,12 +10,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import StandardOptions
 
+from pipeline.console import plural
 from pipeline.output_dir import MANIFEST
 from pipeline.results import part_paths, read_manifest
 from transforms.files import parquet_rows, read_parquet, write_bytes
 from transforms.int8 import load_int8
 from transforms.metrics import NAMESPACE
-from transforms.schema import ERRORS, LABELS
+from transforms.schema import ERRORS, LABELS, part_glob
 
 _VERSIONED_PACKAGES = ('label-images', 'apache-beam', 'tensorflow', 'tensorflow-hub', 'pyarrow',
                        'pillow')
@@ -169,25 +170,28 @@ def error_fraction(manifest):
   return counts['errors'] / processed if processed else 0.0
 
 
-def summary(manifest):
+def summary(manifest, totals):
+  """What the run did, in a few lines; `totals` (the directory's) tell which files it holds."""
   counts = manifest['counts']
-  lines = [f"label-images: {counts['labelled']} images labelled, {counts['errors']} errors "
-           f"(of {counts['uris_to_label']} URIs to label) in {manifest['wall_seconds']:.1f} s "
+  lines = [f"label-images: {plural(counts['labelled'], 'image')} labelled, "
+           f"{plural(counts['errors'], 'error')} (of {plural(counts['uris_to_label'], 'URI')} "
+           f"to label) in {manifest['wall_seconds']:.1f} s "
            f"({manifest['images_per_second'] or 0:.1f} images/s)"]
   if manifest['errors_by_kind']:
     lines.append('  errors by kind: ' + ', '.join(
         f'{kind} {n}' for kind, n in manifest['errors_by_kind'].items()))
-  lines.append(f"  skipped: {counts['duplicate_uris']} duplicate URIs, "
-               f"{counts['blank_entries']} blank entries, "
-               f"{counts['already_done']} already in the output")
+  lines.append(f"  skipped: {plural(counts['duplicate_uris'], 'duplicate URI')}, "
+               f"{plural(counts['blank_entries'], 'blank entry', 'blank entries')}, "
+               f"{counts['already_done']:,} already in the output")
   timings = _timings(manifest['distributions'])
   if timings:
     lines.append('  ' + timings)
   for problem in manifest['accounting']['problems']:
     lines.append(f'  INCOMPLETE: {problem}')
-  output = manifest['output']
-  lines.append(f'  output: {output}/labels-*.parquet, {output}/errors-*.parquet, '
-               f'{output}/{MANIFEST}')
+  held = [part_glob(kind) for kind, rows in ((LABELS, totals['labelled']),
+                                             (ERRORS, totals['errors'])) if rows]
+  lines.append('  output: ' + ', '.join(FileSystems.join(manifest['output'], name)
+                                        for name in held + [MANIFEST]))
   return '\n'.join(lines)
 
 

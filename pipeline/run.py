@@ -11,6 +11,7 @@
 import argparse
 import contextlib
 import datetime
+import os
 import secrets
 import sys
 from typing import NamedTuple
@@ -40,6 +41,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TOO_MANY_ERRORS = 3
 EXIT_INCOMPLETE = 4
+EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE, as the shell's own tools are
 
 
 class UsageError(Exception):
@@ -118,8 +120,8 @@ def _run(argv, log_path):
     _stop(stop, this, result)
   except Exception as failure:  # pylint: disable=broad-except
     return _failed(failure, this)
-  manifest = _record(this, *report.read_metrics(result), 'completed')
-  print(report.summary(manifest))
+  manifest, directory_totals = _record(this, *report.read_metrics(result), 'completed')
+  print(report.summary(manifest, directory_totals))
   problems = manifest['accounting']['problems']
   if problems:
     print('label-images: the output does not account for every input URI: '
@@ -174,11 +176,11 @@ def require_same_identity(output_dir, identity):
 
 
 def _record(this, totals, distributions, status):
-  """This run's entry in the directory's manifest; returns the entry."""
+  """This run's entry in the directory's manifest; returns the entry and the directory's
+  totals."""
   run = report.build_manifest(this.args, this.options, this.run_id, totals, distributions,
                               this.started_at, report.now(), status=status)
-  report.write_manifest(this.args.output, run, this.identity)
-  return run
+  return run, report.write_manifest(this.args.output, run, this.identity)['totals']
 
 
 def _committed(this):
@@ -216,7 +218,15 @@ def _stop(stop, this, result):
 
 
 def main(argv=None):
-  argv = sys.argv[1:] if argv is None else argv
+  try:
+    return _main(sys.argv[1:] if argv is None else argv)
+  except BrokenPipeError:
+    # The reader went away (`| head`): nothing more is printed, the interpreter included.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
+
+
+def _main(argv):
   verbose = verbose_requested(argv)
   log_path = start_logging(verbose)
   quiet_native_logs(verbose)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS, ROOT, last_run
+from synthetic_embeddings import write_output
 from transforms.decode import decode_image
 from transforms.schema import part_glob
 
@@ -132,7 +133,7 @@ def test_a_list_with_duplicates_blanks_and_broken_files(model_dir, tmp_path):
   result = label_images('--input', listing, '--output', output, '--top_k', 3,
                         *model_args(model_dir))
   assert result.returncode == 0, result.stderr
-  assert '1 images labelled, 3 errors' in result.stdout
+  assert '1 image labelled, 3 errors (of 4 URIs to label)' in result.stdout
 
   labels = read_output(output, 'labels', LABELS_SCHEMA)
   assert [(row['uri'], row['label_index'], len(row['top_k_scores'])) for row in labels] == [
@@ -176,7 +177,7 @@ def test_gcs_from_worker_processes_without_credential_lookups(model_dir, gcs_buc
                         '--direct_running_mode', 'multi_processing', '--direct_num_workers', 2,
                         *model_args(model_dir))
   assert result.returncode == 0, result.stderr
-  assert '1 images labelled, 0 errors' in result.stdout
+  assert '1 image labelled, 0 errors' in result.stdout
   # Each worker process would otherwise retry Google's credential lookup for ~30 s.
   assert '_get_credentials_with_retrys' not in result.stderr
 
@@ -234,3 +235,26 @@ def test_both_mistyped_options_are_named():
   assert result.returncode == 2
   assert ('unrecognized options: --top-k (did you mean --top_k?), --max_error_fractoin (did '
           'you mean --max_error_fraction?), --runnr (did you mean --runner?)') in result.stderr
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path):
+  """`label-images similar ... | head -1`: the reader closes the pipe after one line, with
+  more than a pipe's buffer still to come."""
+  write_output(str(tmp_path), 3000, 0)
+  uri = pq.read_table(next(tmp_path.glob('labels-*.parquet'))).column('uri')[0].as_py()
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'pipeline.run', 'similar', tmp_path, '--uri', uri, '--k', '2000'],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  assert process.stdout.readline()
+  process.stdout.close()
+  stderr = process.stderr.read()
+  process.wait(timeout=120)
+  assert 'Traceback' not in stderr and 'BrokenPipeError' not in stderr, stderr
+  assert process.returncode == 141
+
+
+def test_the_help_names_every_command_and_the_dry_run():
+  result = label_images('--help')
+  for command in ('stage-model', 'report OUTPUT_DIR', 'similar OUTPUT_DIR', 'duplicates OUTPUT_DIR',
+                  '--dry_run'):
+    assert command in result.stdout

@@ -49,7 +49,7 @@ def test_resume_with_anything_made_differently_is_refused_before_any_work(
   same = label_images('--input', images / '*', '--output', output, *model_args(model_dir),
                       '--resume')
   assert same.returncode == 0, same.stderr
-  assert '1 images labelled' in same.stdout
+  assert '1 image labelled' in same.stdout
 
 
 def test_the_manifest_describes_the_whole_directory(model_dir, labelled):

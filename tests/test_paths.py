@@ -56,7 +56,7 @@ def test_reruns_on_gcs_are_refused_resumed_or_overwritten(model_dir, gcs_bucket)
   bucket.blob('photos/hot_dog.jpg').upload_from_filename(os.path.join(PHOTOS_DIR, 'hot_dog.jpg'))
   resumed = label_images(*args, '--resume')
   assert resumed.returncode == 0, resumed.stderr
-  assert '1 images labelled' in resumed.stdout and '2 already in the output' in resumed.stdout
+  assert '1 image labelled' in resumed.stdout and '2 already in the output' in resumed.stdout
   assert first_parts < {blob.name for blob in bucket.list_blobs(prefix='out/labels-')}
 
   overwritten = label_images(*args, '--overwrite')

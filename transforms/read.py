@@ -7,6 +7,7 @@ with exponential backoff and full jitter, waiting at least what a Retry-After he
 a redirect loop) fail at once.
 """
 
+import os
 import random
 import time
 import urllib.parse
@@ -14,6 +15,7 @@ import urllib.request
 from typing import Callable, NamedTuple
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
 from transforms import metrics
 from transforms.failures import FAILURES, Failure, ImageError
@@ -97,12 +99,30 @@ def permanent_kind(exc):
   return 'read_failed'
 
 
+def local_path(uri):
+  """The local path that `uri` names, a plain path or a file:// URI; None for any other URI."""
+  if uri[:5].lower() == 'file:':
+    parsed = urllib.parse.urlparse(uri)
+    return urllib.request.url2pathname(parsed.path) if parsed.netloc in ('', 'localhost') else None
+  return uri if FileSystems.get_scheme(uri) is None else None
+
+
 def beam_path(uri):
   """The path Beam's filesystems take for `uri`: they know no file:// URIs."""
-  parsed = urllib.parse.urlparse(uri)
-  if parsed.scheme == 'file' and parsed.netloc in ('', 'localhost'):
-    return urllib.request.url2pathname(parsed.path)
-  return uri
+  path = local_path(uri)
+  return uri if path is None else path
+
+
+def canonical_uri(uri, base_dir):
+  """The one spelling of `uri` that the output stores and resumes match: a local path (plain
+  or file://) made absolute against base_dir and normalised, its symlinks kept (they are the
+  user's names); any other URI as given."""
+  path = local_path(uri)
+  if path is None:
+    return uri
+  absolute = os.path.normpath(path if os.path.isabs(path) else os.path.join(base_dir, path))
+  # normpath keeps a leading '//', which POSIX leaves to the system: on Linux it is '/'.
+  return '/' + absolute.lstrip('/') if absolute.startswith('//') else absolute
 
 
 def retry_after(exc):

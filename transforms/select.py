@@ -6,12 +6,17 @@ finds URIs with a row in more than one part, which a crashed job can leave (a bu
 failed after writing a part, then retried, wrote its rows again): one copy is kept and the
 parts holding the others are rewritten without them.
 
+URIs are matched in their canonical form (read.canonical_uri). Rows written before local paths
+were stored absolute may hold relative ones: they are taken as relative to the current
+directory of the resuming run, so listing the same files again relabels none of them.
+
 The grouping is by shard of the URI, not by URI, and each step upstream packs a bundle's
 URIs per shard into one compressed blob: the grouping then holds a few bytes per URI
 instead of a keyed Python object per URI, which on the local runner all sit in memory.
 """
 
 import collections
+import os
 import pickle
 import zlib
 
@@ -24,6 +29,7 @@ from apache_beam.transforms.window import GlobalWindows
 from transforms import metrics
 from transforms.files import file_name
 from transforms.inputs import read_listed_uris
+from transforms.read import canonical_uri
 from transforms.schema import LABELS, ROW_KINDS, part_glob
 from transforms.write import remove_rows
 
@@ -43,9 +49,17 @@ def shard_of(uri):
   return zlib.crc32(uri.encode('utf-8', 'surrogatepass')) % SHARDS
 
 
-def _uris_with_part(path):
+def _rows_of_part(path, base_dir):
+  """(canonical URI, (part file name, URI as the row holds it)) for each row of a part."""
   part = file_name(path)
-  return ((uri, part) for uri in read_listed_uris(path))
+  return ((canonical_uri(uri, base_dir), (part, uri)) for uri in read_listed_uris(path))
+
+
+def _copies_in_keeping_order(uri, rows):
+  """The (part, URI as held) copies of one URI's row, the one to keep first: a label outlives
+  an error (the retry of a failed attempt may have met a transient error that the attempt did
+  not), then a canonical spelling an old relative one."""
+  return sorted(rows, key=lambda row: (not row[0].startswith(LABELS), row[1] != uri, row))
 
 
 def _unpack(blob):
@@ -53,7 +67,7 @@ def _unpack(blob):
 
 
 class _PackByShard(beam.DoFn):
-  """URIs (listed) or (URI, part) pairs (done) -> (shard, (source, compressed list))."""
+  """URIs (listed) or (URI, row) pairs (done) -> (shard, (source, compressed list))."""
 
   def __init__(self, source):
     self._source = source
@@ -92,13 +106,10 @@ class _SelectInShard(beam.DoFn):
       if source == _LISTED:
         listed.update(_unpack(blob))
       else:
-        for uri, part in _unpack(blob):
-          done[uri].add(part)
-    # Where a URI has rows in several parts, a label outlives an error (the retry of a
-    # failed attempt may have met a transient error that the attempt did not).
-    redundant = [(part, uri) for uri, parts in done.items()
-                 for part in sorted(parts, key=lambda name: (not name.startswith(LABELS),
-                                                              name))[1:]]
+        for uri, row in _unpack(blob):
+          done[uri].add(row)
+    redundant = [row for uri, rows in done.items()
+                 for row in _copies_in_keeping_order(uri, rows)[1:]]
     to_label = [uri for uri in listed if uri not in done]
     # Counted once everything is computed, so that a bundle failing midway counts nothing.
     counts = {'duplicate_uris': sum(listed.values()) - len(listed),
@@ -122,6 +133,7 @@ class SelectUrisToLabel(beam.PTransform):
   def __init__(self, resume_from=None):
     super().__init__()
     self._resume_from = resume_from
+    self._base_dir = os.getcwd()  # the driver's: rows of old relative paths are taken from it
 
   def expand(self, uris):
     listed = uris | 'PackListed' >> beam.ParDo(_PackByShard(_LISTED))
@@ -129,7 +141,9 @@ class SelectUrisToLabel(beam.PTransform):
     done = (uris.pipeline
             | 'DonePatterns' >> beam.Create(patterns).with_output_types(str)
             | 'MatchDone' >> fileio.MatchAll(EmptyMatchTreatment.ALLOW)
-            | 'ReadDone' >> beam.FlatMap(lambda metadata: _uris_with_part(metadata.path))
+            | 'ReadDone' >> beam.FlatMap(
+                lambda metadata, base_dir: _rows_of_part(metadata.path, base_dir),
+                self._base_dir)
             | 'PackDone' >> beam.ParDo(_PackByShard(_DONE)))
     return ((listed, done)
             | 'BothSources' >> beam.Flatten()
