@@ -1,7 +1,8 @@
 """What an output directory holds, and what to do with one that already holds results.
 
 OUTPUT_DIR/labels-*.parquet is the dataset. Everything else starts with '_' (or '.', for
-temporary files), which dataset readers skip (pyarrow, pandas, DuckDB's hive reader, Spark):
+temporary files), which pyarrow, pandas and Spark skip, and every other Parquet file is in a
+folder, which a glob such as DuckDB's read_parquet('OUTPUT_DIR/*.parquet') does not enter:
 pd.read_parquet(OUTPUT_DIR) reads the labels alone.
 
 A run never mixes its rows with an earlier run's by accident: it refuses a directory
@@ -10,20 +11,23 @@ with results unless told to --resume (label only the URIs that have no row yet) 
 Temporary files a killed run left are removed either way.
 """
 
+import os
+
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.files import delete_paths, exists, file_name, matching_paths
-from transforms.schema import ERRORS, file_prefix
+from transforms.schema import ERRORS, parts_dir
 from transforms.select import output_part_patterns
 
 MANIFEST = '_manifest.json'
 # Derived from the labels parts by the commands that run after the labelling; each records
 # the parts it was built from.
 INDEX_DIR = '_index'
-DUPLICATES_FILE = '_duplicates.parquet'
+DUPLICATES_FILE = '_duplicates/duplicates.parquet'
 REPORT_FILE = '_report.html'
-DERIVED_FILES = (DUPLICATES_FILE, REPORT_FILE)
+# Each derived file, with the command that builds it again.
+DERIVED_FILES = {DUPLICATES_FILE: 'duplicates', REPORT_FILE: 'report'}
 
 # Names an earlier version of this program used, with the name each has now.
 _LEGACY_NAMES = {'manifest.json': MANIFEST, 'duplicates.parquet': DUPLICATES_FILE,
@@ -49,33 +53,57 @@ def prepare_output_dir(output_dir, resume=False, overwrite=False):
         f'{output_dir} already holds {len(parts)} result files from an earlier run. '
         'Pass --resume to label only the URIs that have no row there yet, or --overwrite to '
         'replace them.')
-  leftovers = matching_paths(FileSystems.join(output_dir, '.*.tmp'))
+  leftovers = [path for folder in sorted(_written_folders(output_dir))
+               for path in matching_paths(FileSystems.join(folder, '.*.tmp'))]
   doomed = leftovers + (parts + derived_paths(output_dir) if overwrite else [])
   if doomed:
     delete_paths(doomed)
 
 
+def _written_folders(output_dir):
+  """Where this program writes, through temporary files."""
+  return {output_dir, parts_dir(output_dir, ERRORS), FileSystems.join(output_dir, INDEX_DIR),
+          FileSystems.split(FileSystems.join(output_dir, DUPLICATES_FILE))[0]}
+
+
 def derived_paths(output_dir):
   """The manifest, the index's files and the derived files that exist in OUTPUT_DIR."""
-  names = (MANIFEST,) + DERIVED_FILES
+  names = (MANIFEST, *DERIVED_FILES)
   return ([path for name in names for path in matching_paths(FileSystems.join(output_dir, name))]
           + matching_paths(FileSystems.join(output_dir, INDEX_DIR, '*')))
 
 
+def out_of_date_lines(output_dir):
+  """After a run changed the parts: the derived files there, now out of date, and the
+  commands that refresh them (the index refreshes itself when next used)."""
+  stale = [name for name in DERIVED_FILES if exists(FileSystems.join(output_dir, name))]
+  if not stale:
+    return []
+  commands = '; '.join(f'label-images {DERIVED_FILES[name]} {output_dir}' for name in stale)
+  return [f'  out of date: {", ".join(stale)} (built from the parts before this run); '
+          f'refresh with: {commands}']
+
+
 def adopt_legacy_layout(output_dir):
-  """Renames the files of a directory written by an earlier version to today's names
-  (errors-*.parquet to _errors-*.parquet, manifest.json to _manifest.json, ...); its old
-  index, a cache, is deleted and rebuilt when next needed. Returns the names renamed."""
+  """Moves the files of a directory written by an earlier version to today's places
+  (errors-*.parquet into _errors/, manifest.json to _manifest.json, ...); its old index, a
+  cache, is deleted and rebuilt when next needed. Returns the names moved."""
   renames = {path: FileSystems.join(output_dir, _LEGACY_NAMES[name])
              for name in _LEGACY_NAMES
              for path in matching_paths(FileSystems.join(output_dir, name))}
-  legacy_errors = f'{ERRORS}-*.parquet'
-  renames.update({path: FileSystems.join(output_dir, f'{file_prefix(ERRORS)}-'
-                                         + file_name(path).split('-', 1)[1])
-                  for path in matching_paths(FileSystems.join(output_dir, legacy_errors))})
+  renames.update({path: FileSystems.join(parts_dir(output_dir, ERRORS), file_name(path))
+                  for path in matching_paths(FileSystems.join(output_dir, f'{ERRORS}-*.parquet'))})
   renames = {old: new for old, new in renames.items() if not exists(new)}
-  if renames:
-    FileSystems.rename(list(renames), list(renames.values()))
+  for old, new in renames.items():
+    _make_folder_of(new)
+    FileSystems.rename([old], [new])
   delete_paths([path for name in _LEGACY_INDEX_FILES
                 for path in matching_paths(FileSystems.join(output_dir, 'index', name))])
   return sorted(file_name(path) for path in renames)
+
+
+def _make_folder_of(path):
+  """Local renames need the folder to exist; object stores have none to make."""
+  folder = FileSystems.split(path)[0]
+  if '://' not in folder:
+    os.makedirs(folder, exist_ok=True)

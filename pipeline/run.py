@@ -27,7 +27,7 @@ from pipeline.dry_run import job_description, model_checks, worker_location_prob
 from pipeline.failure_summary import summary_lines
 from pipeline.identity import differences, directory_identity
 from pipeline.options import model_handle_problems, parse_args, verbose_requested
-from pipeline.output_dir import OutputExistsError, prepare_output_dir
+from pipeline.output_dir import OutputExistsError, out_of_date_lines, prepare_output_dir
 from pipeline.progress import ProgressDisplay
 from pipeline.runner import (create_runner, dry_run_problems, is_local, runs_in_this_process,
                              runs_on_dataflow)
@@ -122,6 +122,9 @@ def _run(argv, log_path):
     return _failed(failure, this)
   manifest, directory_totals = _record(this, *report.read_metrics(result), 'completed')
   print(report.summary(manifest, directory_totals))
+  if manifest['counts']['parts'] or manifest['counts']['redundant_rows_removed']:
+    for line in out_of_date_lines(args.output):
+      print(line)
   problems = manifest['accounting']['problems']
   if problems:
     print('label-images: the output does not account for every input URI: '
@@ -146,7 +149,8 @@ _QUERY_COMMANDS = {'report': html_report.main, 'similar': similar.main,
 def run_query(command, argv):
   try:
     return command(argv)
-  except (results.NoResultsError, results.MixedOriginError, similar.QueryError) as e:
+  except (results.NoResultsError, results.MixedOriginError, results.UnreadablePartError,
+          similar.QueryError) as e:
     print(f'label-images: {e}', file=sys.stderr)
   except ImageError as e:
     print(f'label-images: cannot embed the image: {e.error}: {e.message}', file=sys.stderr)

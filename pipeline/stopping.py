@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from transforms.files import delete_paths, matching_paths, parquet_rows
 from transforms.schema import ROW_KINDS
-from transforms.write import PART_WRITES, run_part_pattern, run_temp_pattern, write_held_rows
+from transforms.write import PART_WRITES, run_part_pattern, run_temp_paths, write_held_rows
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 WRITES_GRACE_S = 10.0
@@ -72,7 +72,7 @@ def stop_local_run(output_dir, run_id):
   deletes this run's temporary files."""
   write_held_rows()
   PART_WRITES.close(WRITES_GRACE_S)
-  delete_paths(matching_paths(run_temp_pattern(output_dir, run_id)))
+  delete_paths(run_temp_paths(output_dir, run_id))
 
 
 def remote_job_message(result, pipeline_options):

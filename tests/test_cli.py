@@ -14,7 +14,7 @@ import pytest
 from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS, ROOT, last_run
 from synthetic_embeddings import write_output
 from transforms.decode import decode_image
-from transforms.schema import part_glob
+from transforms.schema import ERRORS, part_glob
 
 # The output's schemas, as README documents them: written out here, not taken from the code.
 LABELS_SCHEMA = pa.schema([
@@ -105,7 +105,7 @@ def test_labels_the_shared_photos(model_dir, tmp_path):
   rows = read_output(output, 'labels', LABELS_SCHEMA)
   check_labels(rows, lambda uri: uri)
   assert {row['model'] for row in rows} == {str(model_dir / 'classification')}
-  assert not glob.glob(str(output / '_errors-*.parquet'))
+  assert not glob.glob(str(output / part_glob(ERRORS)))
   # Nothing left behind but the committed parts and the manifest.
   assert all(name.startswith('labels-') for name in os.listdir(output) if name != '_manifest.json')
 

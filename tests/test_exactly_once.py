@@ -62,8 +62,9 @@ def manifest_counts(output):
 def assert_each_uri_once(output, uris):
   found = output_uris(output)
   assert sorted(found) == sorted(uris), collections.Counter(found).most_common(3)
-  leftovers = [name for name in os.listdir(output) if not name.endswith('.parquet')]
-  assert leftovers == ['_manifest.json']
+  files = [os.path.relpath(os.path.join(folder, name), output)
+           for folder, _, names in os.walk(output) for name in names]
+  assert [name for name in files if not name.endswith('.parquet')] == ['_manifest.json']
 
 
 def test_a_retried_bundle_leaves_no_duplicate_and_no_orphan(listing, model_dir, tmp_path,

@@ -13,6 +13,7 @@ from test_cli import label_images, model_args
 from transforms import read
 from transforms.failures import ImageError
 from transforms.http_read import HttpSettings, retry_after_seconds
+from transforms.schema import ERRORS, part_glob
 
 FAST = HttpSettings(connections_per_host=2, timeout_s=1.0)
 LIMIT = 4 * 1024 * 1024
@@ -107,7 +108,7 @@ def test_the_cli_labels_https_urls_and_reports_the_broken_ones(model_dir, tmp_pa
   assert time.monotonic() - started < 120
   labels = pq.ParquetDataset(glob.glob(str(tmp_path / 'out' / 'labels-*.parquet'))).read()
   assert dict(zip(labels['uri'].to_pylist(), labels['label_index'].to_pylist())) == good
-  errors = pq.ParquetDataset(glob.glob(str(tmp_path / 'out' / '_errors-*.parquet'))).read()
+  errors = pq.ParquetDataset(glob.glob(str(tmp_path / 'out' / part_glob(ERRORS)))).read()
   assert {row['uri']: (row['stage'], row['error']) for row in errors.to_pylist()} == broken
   # The project's own retries, counted: one each for busy, down and slow; and
   # --max_read_attempts counts every request, the first one included.

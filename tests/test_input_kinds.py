@@ -12,7 +12,7 @@ import pytest
 
 from conftest import PHOTOS_DIR, last_run
 from test_cli import model_args
-from transforms.schema import ERRORS_SCHEMA, part_glob
+from transforms.schema import ERRORS, ERRORS_SCHEMA, part_glob, parts_dir
 from transforms.write import rows_to_table, write_table
 
 
@@ -66,9 +66,9 @@ def test_a_resume_matches_the_relative_paths_of_rows_written_before(model_dir, t
   the absolute one."""
   photos(tmp_path / 'photos', ['parrot.jpg', 'bird.bmp'])
   output = tmp_path / 'out'
-  for part, uris in (('_errors-1-a-00000.parquet', ['photos/parrot.jpg', 'photos/bird.bmp']),
-                     ('_errors-2-a-00000.parquet', [f'{tmp_path}/photos/bird.bmp'])):
-    write_table(str(output), part, rows_to_table(
+  for part, uris in (('errors-1-a-00000.parquet', ['photos/parrot.jpg', 'photos/bird.bmp']),
+                     ('errors-2-a-00000.parquet', [f'{tmp_path}/photos/bird.bmp'])):
+    write_table(parts_dir(str(output), ERRORS), part, rows_to_table(
         [{'uri': uri, 'stage': 'read', 'error': 'unavailable', 'message': 'then'}
          for uri in uris], ERRORS_SCHEMA))
   resumed = label_images_in(tmp_path, '--input', f'{tmp_path}/photos/*', '--output', 'out',

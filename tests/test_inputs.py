@@ -9,7 +9,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.inputs import ListImageUris, check_list, input_format, list_input_uris
-from transforms.schema import ERRORS_SCHEMA
+from transforms.schema import ERRORS, ERRORS_SCHEMA, parts_dir
 from transforms.select import REDUNDANT, SelectUrisToLabel
 from transforms.write import rows_to_table, write_table
 
@@ -24,7 +24,7 @@ def assert_lists(input_spec, expected, resume_from=None, redundant=()):
 
 
 def write_errors_part(output, name, uris):
-  write_table(str(output), name, rows_to_table(
+  write_table(parts_dir(str(output), ERRORS), name, rows_to_table(
       [{'uri': uri, 'stage': 'read', 'error': 'not_found', 'message': 'gone'} for uri in uris],
       ERRORS_SCHEMA))
 
@@ -178,8 +178,8 @@ def test_resume_leaves_out_uris_the_output_holds(tmp_path):
   listing = tmp_path / 'list.txt'
   listing.write_text('/a.jpg\n/b.jpg\n/c.jpg\n/d.jpg\n/b.jpg\n')
   output = tmp_path / 'out'
-  write_errors_part(output, '_errors-1-a-00000.parquet', ['/b.jpg'])
-  write_errors_part(output, '_errors-1-b-00000.parquet', ['/x.jpg', '/d.jpg'])
+  write_errors_part(output, 'errors-1-a-00000.parquet', ['/b.jpg'])
+  write_errors_part(output, 'errors-1-b-00000.parquet', ['/x.jpg', '/d.jpg'])
   assert_lists(str(listing), ['/a.jpg', '/c.jpg'], resume_from=str(output))
 
 
@@ -187,12 +187,12 @@ def test_resume_finds_rows_held_by_more_than_one_part(tmp_path):
   listing = tmp_path / 'list.txt'
   listing.write_text('/a.jpg\n/b.jpg\n/c.jpg\n')
   output = tmp_path / 'out'
-  write_errors_part(output, '_errors-1-a-00000.parquet', ['/a.jpg', '/b.jpg', '/x.jpg'])
-  write_errors_part(output, '_errors-1-b-00000.parquet', ['/b.jpg', '/x.jpg'])
-  write_errors_part(output, '_errors-1-c-00000.parquet', ['/x.jpg'])
+  write_errors_part(output, 'errors-1-a-00000.parquet', ['/a.jpg', '/b.jpg', '/x.jpg'])
+  write_errors_part(output, 'errors-1-b-00000.parquet', ['/b.jpg', '/x.jpg'])
+  write_errors_part(output, 'errors-1-c-00000.parquet', ['/x.jpg'])
   assert_lists(str(listing), ['/c.jpg'], resume_from=str(output), redundant=[
-      ('_errors-1-b-00000.parquet', '/b.jpg'), ('_errors-1-b-00000.parquet', '/x.jpg'),
-      ('_errors-1-c-00000.parquet', '/x.jpg')])
+      ('errors-1-b-00000.parquet', '/b.jpg'), ('errors-1-b-00000.parquet', '/x.jpg'),
+      ('errors-1-c-00000.parquet', '/x.jpg')])
 
 
 def test_resume_into_an_empty_directory_lists_everything(tmp_path):
@@ -209,7 +209,7 @@ def test_resume_matches_rows_of_relative_paths_from_the_current_directory(
   listing = tmp_path / 'list.txt'
   listing.write_text(f'{tmp_path}/a.jpg\nb.jpg\nc.jpg\n')
   output = tmp_path / 'out'
-  write_errors_part(output, '_errors-1-a-00000.parquet', ['a.jpg', './b.jpg'])
-  write_errors_part(output, '_errors-1-b-00000.parquet', [f'{tmp_path}/b.jpg'])
+  write_errors_part(output, 'errors-1-a-00000.parquet', ['a.jpg', './b.jpg'])
+  write_errors_part(output, 'errors-1-b-00000.parquet', [f'{tmp_path}/b.jpg'])
   assert_lists(str(listing), [f'{tmp_path}/c.jpg'], resume_from=str(output),
-               redundant=[('_errors-1-a-00000.parquet', './b.jpg')])
+               redundant=[('errors-1-a-00000.parquet', './b.jpg')])

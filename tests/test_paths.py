@@ -18,6 +18,7 @@ from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS, ROOT, last_run, u
 from test_cli import check_labels, label_images, model_args
 from test_exactly_once import label_images_here
 from transforms import inference
+from transforms.schema import ERRORS, part_glob
 
 
 def test_the_tf_engine_through_the_cli(model_dir, tmp_path):
@@ -110,7 +111,7 @@ def test_an_image_the_model_fails_on_becomes_an_inference_failed_row(
   output = tmp_path / 'out'
   assert label_images_here('--input', images / '*', '--output', output,
                            *model_args(model_dir)) == 0
-  errors = pq.ParquetDataset(glob.glob(str(output / '_errors-*.parquet'))).read().to_pylist()
+  errors = pq.ParquetDataset(glob.glob(str(output / part_glob(ERRORS)))).read().to_pylist()
   assert [(os.path.basename(row['uri']), row['stage'], row['error']) for row in errors] == [
       ('black.png', 'inference', 'inference_failed')]
   assert 'injected' in errors[0]['message']
@@ -131,7 +132,7 @@ def test_broken_pixel_data_and_unreadable_paths_have_their_kinds(model_dir, tmp_
   listing.write_text(f'{tmp_path / "corrupt.png"}\n{too_long}\n')
   result = label_images('--input', listing, '--output', tmp_path / 'out', *model_args(model_dir))
   assert result.returncode == 0, result.stderr
-  errors = pq.ParquetDataset(glob.glob(str(tmp_path / 'out' / '_errors-*.parquet'))).read()
+  errors = pq.ParquetDataset(glob.glob(str(tmp_path / 'out' / part_glob(ERRORS)))).read()
   assert {(os.path.basename(row['uri']), row['stage'], row['error'])
           for row in errors.to_pylist()} == {
               ('corrupt.png', 'decode', 'decode_failed'),

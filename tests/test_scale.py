@@ -17,6 +17,7 @@ from conftest import ROOT, last_run
 from pipeline.options import LOCAL_DEFAULTS
 from pipeline.runner import create_runner
 from test_cli import label_images, model_args
+from transforms.schema import ERRORS, part_glob
 
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'beam_repro'))
 import fnapi_timed_flush  # pylint: disable=wrong-import-position
@@ -48,7 +49,7 @@ def empty_files(tmp_path_factory):
 def error_rows(output):
   """{uri: error kind} of every error row, and how many rows there were."""
   tables = [pq.read_table(path, columns=['uri', 'error'])
-            for path in glob.glob(str(output / '_errors-*.parquet'))]
+            for path in glob.glob(str(output / part_glob(ERRORS)))]
   rows = [row for table in tables for row in zip(table.column('uri').to_pylist(),
                                                   table.column('error').to_pylist())]
   return dict(rows), len(rows)

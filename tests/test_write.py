@@ -49,7 +49,7 @@ def test_remove_rows_rewrites_the_part_without_them(tmp_path):
 
 
 def test_remove_rows_deletes_a_part_left_empty(tmp_path):
-  old = write_table(str(tmp_path), '_errors-old-a-00000.parquet', rows_to_table(
+  old = write_table(str(tmp_path), 'errors-old-a-00000.parquet', rows_to_table(
       [{'uri': 'a', 'stage': 'read', 'error': 'not_found', 'message': 'gone'}], ERRORS_SCHEMA))
   assert remove_rows(old, {'a'}, 'new') is None
   assert not list(tmp_path.iterdir())

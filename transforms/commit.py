@@ -19,7 +19,7 @@ import apache_beam as beam
 from transforms import metrics
 from transforms.files import delete_paths, file_name, matching_paths, parquet_rows
 from transforms.schema import ERRORS, ROW_KINDS, kind_of_part
-from transforms.write import run_part_pattern, run_temp_pattern
+from transforms.write import run_part_pattern, run_temp_paths
 
 _FOOTER_READERS = 16
 
@@ -37,7 +37,7 @@ class _Finalize(beam.DoFn):
                                                            self._run_id))}
     committed = {file_name(part.path): part for part in committed_parts}
     orphans = sorted(path for name, path in on_disk.items() if name not in committed)
-    delete_paths(orphans + matching_paths(run_temp_pattern(self._output_dir, self._run_id)))
+    delete_paths(orphans + run_temp_paths(self._output_dir, self._run_id))
     metrics.counter('orphan_parts_deleted').inc(len(orphans))
     metrics.counter('parts_missing').inc(len(committed.keys() - on_disk.keys()))
 

@@ -1,6 +1,9 @@
 """The output Parquet files: their kinds, file names and Arrow schemas."""
 
+import posixpath
+
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 
 from transforms.model import EMBEDDING_SIZE
 
@@ -8,25 +11,30 @@ from transforms.model import EMBEDDING_SIZE
 LABELS = 'labels'
 ERRORS = 'errors'
 ROW_KINDS = (LABELS, ERRORS)
-# Their parts: OUTPUT_DIR/labels-*.parquet and OUTPUT_DIR/_errors-*.parquet. Dataset readers
-# (pyarrow, pandas, DuckDB's hive reader, Spark) skip names starting with '_' or '.', so
-# pd.read_parquet(OUTPUT_DIR) reads the labels alone.
-_FILE_PREFIXES = {LABELS: 'labels', ERRORS: '_errors'}
+# Their parts: OUTPUT_DIR/labels-*.parquet, the dataset, and
+# OUTPUT_DIR/_errors/errors-*.parquet, in a folder that readers of the dataset pass by:
+# pyarrow, pandas and Spark skip names starting with '_' or '.', and a glob such as DuckDB's
+# read_parquet('OUTPUT_DIR/*.parquet') does not descend into folders.
+_PART_FOLDERS = {LABELS: '', ERRORS: '_errors'}
 
 
-def file_prefix(kind):
-  return _FILE_PREFIXES[kind]
+def parts_dir(output_dir, kind):
+  """The folder that holds the parts of one kind."""
+  folder = _PART_FOLDERS[kind]
+  return FileSystems.join(output_dir, folder) if folder else output_dir
 
 
 def part_glob(kind):
-  """The file names of every part of one kind, as a glob."""
-  return f'{file_prefix(kind)}-*.parquet'
+  """The parts of one kind, relative to OUTPUT_DIR, as a glob."""
+  return posixpath.join(_PART_FOLDERS[kind], f'{kind}-*.parquet')
 
 
 def kind_of_part(name):
   """LABELS or ERRORS, from a part's file name."""
-  prefix = name.split('-', 1)[0]
-  return next(kind for kind, known in _FILE_PREFIXES.items() if known == prefix)
+  kind = name.split('-', 1)[0]
+  if kind not in _PART_FOLDERS:
+    raise ValueError(f'{name} is not the name of a part')
+  return kind
 
 LABELS_SCHEMA = pa.schema([
     pa.field('uri', pa.string(), nullable=False),

@@ -30,7 +30,7 @@ from transforms import metrics
 from transforms.files import file_name
 from transforms.inputs import read_listed_uris
 from transforms.read import canonical_uri
-from transforms.schema import LABELS, ROW_KINDS, part_glob
+from transforms.schema import LABELS, ROW_KINDS, kind_of_part, part_glob, parts_dir
 from transforms.write import remove_rows
 
 # The tagged output of (part file name, URI) for rows that another part also holds.
@@ -160,7 +160,8 @@ class _RemoveRows(beam.DoFn):
 
   def process(self, part_and_uris):
     part, uris = part_and_uris
-    committed = remove_rows(FileSystems.join(self._output_dir, part), set(uris), self._run_id)
+    part_path = FileSystems.join(parts_dir(self._output_dir, kind_of_part(part)), part)
+    committed = remove_rows(part_path, set(uris), self._run_id)
     if committed:
       yield committed
 

@@ -31,8 +31,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms import metrics
-from transforms.files import created_atomically, delete_paths, exists, file_name, read_parquet
-from transforms.schema import file_prefix, kind_of_part
+from transforms.files import (created_atomically, delete_paths, exists, file_name, matching_paths,
+                             read_parquet)
+from transforms.schema import ROW_KINDS, kind_of_part, parts_dir
 
 DEFAULT_ROWS_PER_FILE = 2000
 
@@ -56,16 +57,19 @@ def rows_to_table(rows, schema):
 
 
 def part_name(kind, run_id, attempt, number):
-  return f'{file_prefix(kind)}-{run_id}-{attempt}-{number:05d}.parquet'
+  return f'{kind}-{run_id}-{attempt}-{number:05d}.parquet'
 
 
 def run_part_pattern(output_dir, kind, run_id):
   """Every part of KIND written by run RUN_ID, whichever attempt wrote it."""
-  return FileSystems.join(output_dir, f'{file_prefix(kind)}-{run_id}-*.parquet')
+  return FileSystems.join(parts_dir(output_dir, kind), f'{kind}-{run_id}-*.parquet')
 
 
-def run_temp_pattern(output_dir, run_id):
-  return FileSystems.join(output_dir, f'.*-{run_id}-*.tmp')
+def run_temp_paths(output_dir, run_id):
+  """The temporary files of run RUN_ID's parts that exist, in every folder of parts."""
+  folders = {parts_dir(output_dir, kind) for kind in ROW_KINDS}
+  return [path for folder in sorted(folders)
+          for path in matching_paths(FileSystems.join(folder, f'.*-{run_id}-*.tmp'))]
 
 
 class RunStopping(Exception):
@@ -197,7 +201,8 @@ class WriteParquetParts(beam.DoFn):
     rows, self._rows = self._rows, []
     name = part_name(self._kind, self._run_id, self._attempt, self._parts_written)
     self._parts_written += 1
-    path = write_table(self._output_dir, name, rows_to_table(rows, self._schema))
+    path = write_table(parts_dir(self._output_dir, self._kind), name,
+                       rows_to_table(rows, self._schema))
     counts = (dict(collections.Counter(row[self._count_column] for row in rows))
               if self._count_column else {})
     return CommittedPart(path, counts)
