@@ -40,6 +40,11 @@ def plural(count, noun, nouns=None):
   return f'{count:,} ' + (noun if count == 1 else nouns or noun + 's')
 
 
+def shortened(text, chars):
+  """`text`, or its first characters and an ellipsis where it is longer than `chars`."""
+  return text if len(text) <= chars else text[:chars - 1].rstrip(' ,') + '…'
+
+
 def status(message, transient=False):
   """A line on stderr; a transient one is overwritten by the next on a terminal, and not
   printed at all elsewhere (logs get the lines that last)."""

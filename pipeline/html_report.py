@@ -4,24 +4,29 @@
 
 The run (from the manifest), the labels and how sure the model was, examples of the most
 common labels, the least confident images, the errors by kind and, once `label-images
-duplicates` has run, the near-duplicate groups. Plots are SVG drawn by matplotlib and
-thumbnails are inlined JPEGs: the file opens offline, with no script at all.
+duplicates` has run, the near-duplicate groups (or a note that they are out of date, where
+they were found among other parts than the output holds now). An output where every image
+failed gets the run and its errors. Plots are SVG drawn by matplotlib and thumbnails are
+inlined JPEGs: the file opens offline, with no script at all.
 """
 
 import argparse
 import datetime
 import html
 import io
+import shlex
 
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import label_stats, results
-from pipeline.console import add_verbose_flag, status
+from pipeline.console import add_verbose_flag, plural, shortened, status
 from pipeline.output_dir import REPORT_FILE
 from pipeline.thumbnails import thumbnails
 from transforms.files import write_bytes
+from transforms.schema import ERRORS, LABELS
 
 TOP_LABELS = 30
+LABEL_CHARS = 40  # of a label's name beside its bar
 LABELS_WITH_EXAMPLES = 10
 DEFAULT_LOW_CONFIDENCE = 0.5
 
@@ -45,13 +50,15 @@ h2 { font-size: 19px; margin: 36px 0 12px; border-bottom: 1px solid #d9dde5;
 figure { margin: 0; width: 120px; font-size: 12px; }
 figure img, .missing { width: 120px; height: 120px; object-fit: cover; border-radius: 6px;
                        background: #dfe3ea; display: block; }
-.missing { display: flex; align-items: center; justify-content: center; color: #5d6678; }
+.missing { display: flex; align-items: center; justify-content: center; color: #5d6678;
+           font-size: 13px; }
 figcaption { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 table { border-collapse: collapse; width: 100%; background: white; font-size: 14px; }
 td, th { text-align: left; padding: 6px 10px; border-bottom: 1px solid #eceef2;
          vertical-align: top; }
 td img, td .missing { width: 72px; height: 72px; }
-code { font-size: 12px; word-break: break-all; }
+td .missing { font-size: 11px; }
+code { font-size: 12px; overflow-wrap: anywhere; }
 dl.versions { display: grid; grid-template-columns: max-content auto; gap: 2px 16px;
               font-size: 13px; }
 dl.versions dd { margin: 0; }
@@ -76,6 +83,31 @@ def _pyplot():
   return plt
 
 
+def _count_axis(plt, axis):
+  """Ticks at whole numbers only: there is no half an image."""
+  axis.set_major_locator(plt.MaxNLocator(integer=True))
+
+
+def _with_titles(svg, titles):
+  """The SVG with a <title> child, SVG's tooltip (its elements take no title attribute), in
+  each group of titles, {group id: text}."""
+  for gid, title in titles.items():
+    svg = svg.replace(f'<g id="{gid}">', f'<g id="{gid}"><title>{_e(title)}</title>', 1)
+  return svg
+
+
+def _name_ticks(axes, names):
+  """Labels the bars with names, shortened where long; returns {group id: name} of the
+  shortened ones, for _with_titles."""
+  ticks = axes.set_yticks(range(len(names)), [shortened(name, LABEL_CHARS) for name in names])
+  titles = {}
+  for number, (tick, name) in enumerate(zip(ticks, names)):
+    if tick.label1.get_text() != name:
+      tick.label1.set_gid(f'label-tick-{number}')
+      titles[f'label-tick-{number}'] = name
+  return titles
+
+
 def label_plot(label_counts):
   plt = _pyplot()
   top = label_counts.most_common(TOP_LABELS)
@@ -84,11 +116,12 @@ def label_plot(label_counts):
   counts = [count for _, count in top] + ([other] if other else [])
   figure, axes = plt.subplots(figsize=(10, 0.26 * len(names) + 0.8))
   bars = axes.barh(range(len(names)), counts, color=['#3b6fd4'] * len(top) + ['#a8b3c7'])
-  axes.set_yticks(range(len(names)), [name[:40] for name in names])
+  titles = _name_ticks(axes, names)
   axes.invert_yaxis()
   axes.bar_label(bars, [f'{count:,}' for count in counts], padding=3, fontsize=8)
   axes.set_xlabel('images')
-  return _svg(figure)
+  _count_axis(plt, axes.xaxis)
+  return _with_titles(_svg(figure), titles)
 
 
 def score_plot(histogram, low_confidence):
@@ -101,15 +134,21 @@ def score_plot(histogram, low_confidence):
   axes.set_xlim(0, 1)
   axes.set_xlabel('score of the top label (softmax probability)')
   axes.set_ylabel('images')
+  _count_axis(plt, axes.yaxis)
   return _svg(figure)
 
 
 def _images(count):
-  return f'{count:,} image' + ('' if count == 1 else 's')
+  return plural(count, 'image')
 
 
 def _e(value):
   return html.escape(str(value))
+
+
+def _uri(uri):
+  """The URI as code that wraps after a slash rather than inside a name."""
+  return '<code>' + '/<wbr>'.join(_e(part) for part in uri.split('/')) + '</code>'
 
 
 def _image(uri, pictures, caption=None):
@@ -121,17 +160,28 @@ def _image(uri, pictures, caption=None):
   return f'<figure title="{_e(uri)}">{picture}<figcaption>{_e(caption)}</figcaption></figure>'
 
 
+def _card(value, name):
+  return f'<div class="card"><b>{_e(value)}</b><span>{_e(name)}</span></div>'
+
+
+def _count_card(count, noun, after=''):
+  """A card of `count` nouns: '1 / image labelled', '2 / images labelled'."""
+  number, nouns = plural(count, noun).split(' ', 1)
+  return _card(number, nouns + after)
+
+
 def _run_section(manifest, stats, errors):
-  cards = [('images labelled', f'{stats.images:,}'), ('errors', f'{errors.errors:,}'),
-           ('distinct labels', f'{len(stats.label_counts):,}')]
+  cards = [_count_card(stats.images, 'image', ' labelled'), _count_card(errors.errors, 'error'),
+           _count_card(len(stats.label_counts), 'distinct label')]
   details = ''
   if manifest and manifest.get('runs'):
     last, identity = manifest['runs'][-1], manifest.get('identity') or {}
     rate = last.get('images_per_second')
-    cards += [('runs', f"{len(manifest['runs']):,}"),
-              ('images/s (last run)', f'{rate:,.1f}' if rate else 'n/a'),
-              ('engine', f"{identity.get('engine', 'n/a')} ({identity.get('precision', '?')})"),
-              ('runner', last.get('runner', 'n/a'))]
+    cards += [_count_card(len(manifest['runs']), 'run'),
+              _card(f'{rate:,.1f}' if rate else 'n/a', 'images/s (last run)'),
+              _card(f"{identity.get('engine', 'n/a')} ({identity.get('precision', '?')})",
+                    'engine'),
+              _card(last.get('runner', 'n/a'), 'runner')]
     versions = ''.join(f'<dt>{_e(name)}</dt><dd>{_e(version)}</dd>'
                        for name, version in last.get('versions', {}).items())
     details = (f'<p class="muted">Last run {_e(last.get("run_id"))} '
@@ -140,9 +190,30 @@ def _run_section(manifest, stats, errors):
                f'Model <code>{_e(identity.get("model_handle"))}</code>, embedding <code>'
                f'{_e(identity.get("feature_handle"))}</code>.</p>'
                f'<dl class="versions">{versions}</dl>')
-  card_html = ''.join(f'<div class="card"><b>{_e(value)}</b><span>{_e(name)}</span></div>'
-                      for name, value in cards)
-  return f'<div class="cards">{card_html}</div>{details}'
+  return f'<div class="cards">{"".join(cards)}</div>{details}'
+
+
+def _built_from(parts, stats, errors, generated):
+  """What the page was computed from, and when."""
+  return (f'built from {plural(stats.images, "label row")} in '
+          f'{plural(len(parts[LABELS]), "part")} and {plural(errors.errors, "error row")} in '
+          f'{plural(len(parts[ERRORS]), "part")}, at {generated}')
+
+
+def _labels_section(stats):
+  distinct = len(stats.label_counts)
+  shown = (f'; the {TOP_LABELS} most common, and all others together'
+           if distinct > TOP_LABELS else '')
+  return (f'<p>{plural(distinct, "distinct top label")} over {_images(stats.images)}{shown}.'
+          f'</p><div class="plot">{label_plot(stats.label_counts)}</div>')
+
+
+def _confidence_section(stats, low_confidence):
+  below, one = stats.below_threshold, stats.below_threshold == 1
+  return (f'<p><b>{_images(below)}</b> of {stats.images:,} '
+          f'({below / stats.images:.1%}) {"has" if one else "have"} a top score below '
+          f'{low_confidence:g}: the model is unsure what {"it shows" if one else "they show"}.'
+          f'</p><div class="plot">{score_plot(stats.score_histogram, low_confidence)}</div>')
 
 
 def _examples_section(stats, pictures):
@@ -152,16 +223,22 @@ def _examples_section(stats, pictures):
                     for score, uri in stats.examples[label])
     rows.append(f'<h3>{_e(label)} <span class="muted">{_images(count)}</span></h3>'
                 f'<div class="strip">{strip}</div>')
-  return ''.join(rows)
+  return ('<p class="muted">The most confident images of each label, with their score.</p>'
+          + ''.join(rows))
 
 
 def _least_confident_section(stats, pictures):
   rows = ''.join(
-      f'<tr><td>{_image(row["uri"], pictures)}</td><td><code>{_e(row["uri"])}</code></td><td>'
+      f'<tr><td>{_image(row["uri"], pictures)}</td><td>{_uri(row["uri"])}</td><td>'
       + '<br>'.join(f'{_e(label)} ({score:.2f})' for label, score in
                     zip(row['top_k_labels'][:3], row['top_k_scores'][:3]))
       + '</td></tr>' for row in stats.least_confident)
   return f'<table><tr><th></th><th>image</th><th>top 3</th></tr>{rows}</table>'
+
+
+def _no_labels_section(errors):
+  why = ' Every image failed: the errors below say why.' if errors.errors else ''
+  return f'<p>No image was labelled.{why}</p>'
 
 
 def _errors_section(errors):
@@ -169,42 +246,84 @@ def _errors_section(errors):
     return '<p>No image failed.</p>'
   rows = ''.join(
       f'<tr><td>{_e(stage)}</td><td>{_e(error)}</td><td>{count:,}</td><td>'
-      + '<br>'.join(f'<code>{_e(uri)}</code>: {_e(message)}'
+      + '<br>'.join(f'{_uri(uri)}: {_e(message)}'
                     for uri, message in errors.examples[(stage, error)])
       + '</td></tr>' for (stage, error), count in errors.by_kind.most_common())
   return ('<table><tr><th>stage</th><th>kind</th><th>images</th><th>examples</th></tr>'
           f'{rows}</table>')
 
 
-def _duplicates_section(duplicates, pictures):
+def _is_current(duplicates, label_paths):
+  """Whether the duplicates were found among the labels parts there are now; a file of an
+  earlier version, which does not say, is taken as current."""
+  return duplicates.parts is None or duplicates.parts == results.part_rows(label_paths)
+
+
+def _group(size, uris, pictures):
+  shown = '' if size == len(uris) else f' <span class="muted">({len(uris)} shown)</span>'
+  strip = ''.join(_image(uri, pictures, uri.rsplit('/', 1)[-1]) for uri in uris)
+  return f'<h3>Group of {_images(size)}{shown}</h3><div class="strip">{strip}</div>'
+
+
+def _duplicates_section(output_dir, duplicates, current, parts_now, pictures):
+  """current: whether duplicates were found among the parts there are now, parts_now."""
+  refresh = f'<code>label-images duplicates {_e(shlex.quote(output_dir))}</code>'
   if duplicates is None:
-    return ('<p class="muted">Not computed: run <code>label-images duplicates OUTPUT_DIR'
-            '</code>, then this report again.</p>')
-  images, groups, members = duplicates
-  if not images:
-    return '<p>No near-duplicates.</p>'
-  strips = ''.join(
-      f'<h3>Group of {len(uris)}{"+" if len(uris) == 6 else ""}</h3><div class="strip">'
-      + ''.join(_image(uri, pictures, uri.rsplit('/', 1)[-1]) for uri in uris) + '</div>'
-      for uris in members)
-  return (f'<p>{_images(images)} in {groups:,} group{"" if groups == 1 else "s"}; the largest:</p>'
-          f'{strips}')
+    return f'<p class="muted">Not computed: run {refresh}, then this report again.</p>'
+  if not current:
+    return (f'<p>The near-duplicates are out of date: built from '
+            f'{plural(len(duplicates.parts), "part")}, the output now has {parts_now:,}; '
+            f'refresh with: {refresh}</p>')
+  threshold = ('' if duplicates.threshold is None
+               else f' (cosine {duplicates.threshold:g} or above)')
+  if not duplicates.images:
+    return f'<p>No near-duplicates{threshold}.</p>'
+  groups = ''.join(_group(size, uris, pictures) for size, uris in duplicates.largest)
+  which = '; the largest' if duplicates.groups > len(duplicates.largest) else ''
+  return (f'<p>{_images(duplicates.images)} in {plural(duplicates.groups, "group")}'
+          f'{threshold}{which}:</p>{groups}')
+
+
+def _shown_uris(stats, groups):
+  """The images the page shows a thumbnail of; groups: [(size, uris)] of near-duplicates."""
+  return ([uri for label, _ in stats.label_counts.most_common(LABELS_WITH_EXAMPLES)
+           for _, uri in stats.examples[label]]
+          + [row['uri'] for row in stats.least_confident]
+          + [uri for _, uris in groups for uri in uris])
+
+
+def _sections(output_dir, low_confidence, parts, stats, errors):
+  """[(id, heading, html)] of the page below the run."""
+  if not stats.images:
+    return [('labels', 'Labels', _no_labels_section(errors)),
+            ('errors', 'Errors', _errors_section(errors))]
+  duplicates = label_stats.duplicate_groups(output_dir)
+  current = duplicates is not None and _is_current(duplicates, parts[LABELS])
+  uris = _shown_uris(stats, duplicates.largest if current else [])
+  status(f'reading {len(set(uris))} thumbnails')
+  pictures = thumbnails(uris)
+  return [
+      ('labels', 'Labels', _labels_section(stats)),
+      ('confidence', 'Confidence', _confidence_section(stats, low_confidence)),
+      ('examples', 'Examples of the most common labels', _examples_section(stats, pictures)),
+      ('least-confident', 'The least confident images',
+       _least_confident_section(stats, pictures)),
+      ('errors', 'Errors', _errors_section(errors)),
+      ('duplicates', 'Near-duplicates',
+       _duplicates_section(output_dir, duplicates, current, len(parts[LABELS]), pictures)),
+  ]
 
 
 def render(output_dir, low_confidence=DEFAULT_LOW_CONFIDENCE):
   """The page, as a string."""
+  parts = results.finished_parts(output_dir)
   manifest = results.read_manifest(output_dir)
   status('aggregating labels')
-  stats = label_stats.label_stats(output_dir, low_confidence)
-  errors = label_stats.error_stats(output_dir)
-  duplicates = label_stats.duplicate_groups(output_dir)
-  shown = ([uri for label, _ in stats.label_counts.most_common(LABELS_WITH_EXAMPLES)
-            for _, uri in stats.examples[label]]
-           + [row['uri'] for row in stats.least_confident]
-           + [uri for uris in (duplicates[2] if duplicates else []) for uri in uris])
-  status(f'reading {len(set(shown))} thumbnails')
-  pictures = thumbnails(shown)
-  share = stats.below_threshold / stats.images
+  stats = label_stats.label_stats(parts[LABELS], low_confidence)
+  errors = label_stats.error_stats(parts[ERRORS])
+  sections = ''.join(f'<section id="{section}"><h2>{heading}</h2>{body}</section>\n'
+                     for section, heading, body in _sections(output_dir, low_confidence,
+                                                             parts, stats, errors))
   generated = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
   return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -212,25 +331,9 @@ def render(output_dir, low_confidence=DEFAULT_LOW_CONFIDENCE):
 <title>label-images report: {_e(output_dir)}</title><style>{_STYLE}</style></head>
 <body><main>
 <h1>label-images report</h1>
-<p class="muted"><code>{_e(output_dir)}</code>, generated {generated}</p>
+<p class="muted"><code>{_e(output_dir)}</code>: {_built_from(parts, stats, errors, generated)}</p>
 <section id="run"><h2>The run</h2>{_run_section(manifest, stats, errors)}</section>
-<section id="labels"><h2>Labels</h2>
-<p>The {min(TOP_LABELS, len(stats.label_counts))} most common top labels of
-{stats.images:,} images.</p>
-<div class="plot">{label_plot(stats.label_counts)}</div></section>
-<section id="confidence"><h2>Confidence</h2>
-<p><b>{share:.1%}</b> of images ({stats.below_threshold:,}) have a top score below
-{low_confidence:g}: the model is unsure what they show.</p>
-<div class="plot">{score_plot(stats.score_histogram, low_confidence)}</div></section>
-<section id="examples"><h2>Examples of the most common labels</h2>
-<p class="muted">The most confident images of each label, with their score.</p>
-{_examples_section(stats, pictures)}</section>
-<section id="least-confident"><h2>The least confident images</h2>
-{_least_confident_section(stats, pictures)}</section>
-<section id="errors"><h2>Errors</h2>{_errors_section(errors)}</section>
-<section id="duplicates"><h2>Near-duplicates</h2>{_duplicates_section(duplicates, pictures)}
-</section>
-</main></body></html>
+{sections}</main></body></html>
 """
 
 

@@ -2,7 +2,7 @@
 that memory depends on the number of distinct labels, never on the number of images."""
 
 import collections
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import results
+from pipeline.duplicates import duplicates_record
 from pipeline.output_dir import DUPLICATES_FILE
 from transforms.files import exists, read_parquet
 
@@ -32,6 +33,14 @@ class ErrorStats(NamedTuple):
   examples: dict  # (stage, error) -> [(uri, message)]
 
 
+class DuplicateGroups(NamedTuple):
+  images: int  # images with a near-duplicate
+  groups: int
+  largest: list  # (size, [uri of its first members]) of the largest groups, largest first
+  threshold: Optional[float]  # the cosine from which images were paired, where recorded
+  parts: Optional[dict]  # {labels part file name: rows} it was built from, where recorded
+
+
 def _merge_examples(examples, batch, per_label):
   ranked = pa.Table.from_batches([batch]).select(['label', 'score', 'uri'])
   ranked = ranked.take(pc.sort_indices(ranked, [('score', 'descending')]))
@@ -51,12 +60,12 @@ def _least_confident(kept, batch, count):
       candidates, count, sort_keys=[('score', 'ascending')]))
 
 
-def label_stats(output_dir, low_confidence, per_label=6, least=24):
-  """LabelStats over every labels part of output_dir."""
+def label_stats(label_paths, low_confidence, per_label=6, least=24):
+  """LabelStats over these labels parts."""
   images, below, counts = 0, 0, collections.Counter()
   histogram = np.zeros(len(SCORE_BINS) - 1, np.int64)
   examples, kept = {}, None
-  for batch in results.read_batches(results.label_parts(output_dir), _LABEL_COLUMNS):
+  for batch in results.read_batches(label_paths, _LABEL_COLUMNS):
     images += len(batch)
     labels = pc.value_counts(batch.column('label'))
     counts.update(dict(zip(labels.field('values').to_pylist(),
@@ -66,14 +75,14 @@ def label_stats(output_dir, low_confidence, per_label=6, least=24):
     below += int(np.count_nonzero(scores < low_confidence))
     _merge_examples(examples, batch, per_label)
     kept = _least_confident(kept, batch, least)
-  least_rows = kept.sort_by([('score', 'ascending')]).to_pylist()
+  least_rows = [] if kept is None else kept.sort_by([('score', 'ascending')]).to_pylist()
   return LabelStats(images, counts, histogram, below, examples, least_rows)
 
 
-def error_stats(output_dir, per_kind=3):
+def error_stats(error_paths, per_kind=3):
+  """ErrorStats over these errors parts."""
   by_kind, examples = collections.Counter(), collections.defaultdict(list)
-  for batch in results.read_batches(results.error_parts(output_dir),
-                                    ['uri', 'stage', 'error', 'message']):
+  for batch in results.read_batches(error_paths, ['uri', 'stage', 'error', 'message']):
     for row in batch.to_pylist():
       kind = (row['stage'], row['error'])
       by_kind[kind] += 1
@@ -83,16 +92,18 @@ def error_stats(output_dir, per_kind=3):
 
 
 def duplicate_groups(output_dir, groups=8, per_group=6):
-  """(images with a near-duplicate, groups, [[uri]] of the largest groups), or None where
-  `label-images duplicates` has not been run."""
+  """DuplicateGroups of OUTPUT_DIR/_duplicates.parquet, or None where `label-images
+  duplicates` has not been run."""
   path = FileSystems.join(output_dir, DUPLICATES_FILE)
   if not exists(path):
     return None
   table = read_parquet(path, columns=['group', 'uri'])
   sizes = pc.value_counts(table.column('group'))
-  largest = np.argsort(-sizes.field('counts').to_numpy(), kind='stable')[:groups]
-  members = []
-  for group in sizes.field('values').to_numpy()[largest]:
-    uris = table.filter(pc.equal(table.column('group'), group)).column('uri')
-    members.append(uris.slice(0, per_group).to_pylist())
-  return len(table), int(len(sizes)), members
+  counts = sizes.field('counts').to_numpy()
+  largest = []
+  for position in np.argsort(-counts, kind='stable')[:groups]:
+    members = table.filter(pc.equal(table.column('group'), sizes.field('values')[position]))
+    first_uris = members.column('uri').slice(0, per_group).to_pylist()
+    largest.append((int(counts[position]), first_uris))
+  threshold, parts = duplicates_record(output_dir) or (None, None)
+  return DuplicateGroups(len(table), len(sizes), largest, threshold, parts)

@@ -4,28 +4,33 @@ filesystem: what report, similar and duplicates are computed from."""
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.output_dir import MANIFEST
+from pipeline.options import refuse_unknown_options
+from pipeline.output_dir import MANIFEST, adopt_legacy_layout
 from transforms.files import (exists, file_name, matching_paths, open_file, parquet_rows,
                               read_bytes)
-from transforms.schema import ERRORS, LABELS, part_glob
+from transforms.schema import (ERRORS, ERRORS_SCHEMA, LABELS, LABELS_SCHEMA, ROW_KINDS,
+                               part_glob)
 
 BATCH_ROWS = 8192  # 40 MB of embeddings
+# Every column of the output, by name, as the pipeline writes it (both kinds share `uri`).
+_OUTPUT_FIELDS = {field.name: field for schema in (LABELS_SCHEMA, ERRORS_SCHEMA)
+                  for field in schema}
 
 
 def parse_with_filesystem_options(parser, argv):
   """Parses argv, handing the Beam options among it (--s3_endpoint_url,
   --azure_connection_string, ...) to Beam's filesystems, as a pipeline would."""
+  parser.allow_abbrev = False
+  refuse_unknown_options(parser, argv)
   args, beam_args = parser.parse_known_args(argv)
-  options = PipelineOptions(beam_args)
-  given = {arg.split('=', 1)[0][2:] for arg in beam_args if arg.startswith('--')}
-  unknown = sorted(given - set(options.get_all_options()))
-  if unknown or any(not arg.startswith('--') for arg in beam_args[:1]):
+  if any(not arg.startswith('--') for arg in beam_args[:1]):
     parser.error(f'unrecognized arguments: {" ".join(beam_args)}')
-  FileSystems.set_options(options)
+  FileSystems.set_options(PipelineOptions(beam_args))
   return args
 
 
@@ -37,16 +42,37 @@ class MixedOriginError(Exception):
   pass
 
 
+class UnreadablePartError(Exception):
+  """A part whose values do not fit the output's types: a null URI, an embedding of
+  another length."""
+
+
 def part_paths(output_dir, kind=LABELS):
   """The committed parts of one kind, sorted by name: row ids count through them in order."""
   return sorted(matching_paths(FileSystems.join(output_dir, part_glob(kind))),
                 key=file_name)
 
 
+def finished_parts(output_dir):
+  """{LABELS: paths, ERRORS: paths} of a finished output directory: where every command
+  starts. A directory of an earlier layout is renamed to today's first. NoResultsError
+  where it holds no part at all."""
+  adopt_legacy_layout(output_dir)
+  parts = {kind: part_paths(output_dir, kind) for kind in ROW_KINDS}
+  if not any(parts.values()):
+    raise NoResultsError(f'{output_dir} holds no labels-*.parquet nor {part_glob(ERRORS)}: '
+                         'label images into it first')
+  return parts
+
+
 def label_parts(output_dir):
-  parts = part_paths(output_dir, LABELS)
+  """The labels parts of a finished output directory; NoResultsError where every image
+  failed."""
+  parts = finished_parts(output_dir)[LABELS]
   if not parts:
-    raise NoResultsError(f'{output_dir} holds no labels-*.parquet: label images into it first')
+    raise NoResultsError(
+        f'{output_dir} holds no labels-*.parquet: every image failed, there is nothing to '
+        f'compare. `label-images report {output_dir}` shows the errors.')
   return parts
 
 
@@ -60,10 +86,22 @@ def part_rows(paths):
 
 
 def read_batches(paths, columns, batch_rows=BATCH_ROWS):
-  """Yields pyarrow RecordBatches of `columns` from each part in turn."""
+  """Yields pyarrow RecordBatches of `columns` from each part in turn, in the output's own
+  types whatever wrote the part: a part rewritten by pandas, DuckDB or Spark holds the same
+  values as nullable, large_string, large_list, list (for the fixed-size embedding) or
+  dictionary-encoded columns, or as columns of type null where it has no rows."""
+  schema = pa.schema([_OUTPUT_FIELDS[name] for name in columns])
   for path in paths:
     with open_file(path) as f:
-      yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+      for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns):
+        yield _in_schema(batch, schema, path)
+
+
+def _in_schema(batch, schema, path):
+  try:
+    return batch.cast(schema)
+  except (pa.ArrowException, ValueError) as e:
+    raise UnreadablePartError(f'{path} does not hold what label-images writes: {e}') from e
 
 
 def read_row(path, row, columns):

@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import duplicates, embedding_index, similar
+from pipeline.output_dir import DUPLICATES_FILE, INDEX_DIR
 from synthetic_embeddings import write_output
 from transforms.model import EMBEDDING_SIZE
 from transforms.schema import LABELS_SCHEMA
@@ -21,7 +22,7 @@ def synthetic_output(tmp_path_factory):
 
 
 def groups_found(output):
-  rows = pq.read_table(output / 'duplicates.parquet').to_pylist()
+  rows = pq.read_table(output / DUPLICATES_FILE).to_pylist()
   return {row['uri']: row['group'] for row in rows}, rows
 
 
@@ -30,10 +31,10 @@ def test_planted_copies_are_found_exactly_or_by_the_inverted_file(
     synthetic_output, monkeypatch, exact_limit):
   output, planted = synthetic_output
   monkeypatch.setattr(embedding_index, 'EXACT_LIMIT', exact_limit)
-  for stale in (output / 'index').glob('*'):
+  for stale in (output / INDEX_DIR).glob('*'):
     stale.unlink()
-  table, images = duplicates.find_duplicates(str(output))
-  assert images == IMAGES
+  _, index = duplicates.find_duplicates(str(output))
+  assert index.indexed_images == index.size == IMAGES
   assert embedding_index.load_index(str(output)).exact == (exact_limit > IMAGES)
   group, rows = groups_found(output)
   recalled = [copy for copy, source in planted.items()
@@ -44,7 +45,7 @@ def test_planted_copies_are_found_exactly_or_by_the_inverted_file(
   partner = {**planted, **{source: copy for copy, source in planted.items()}}
   for row in rows:
     assert row['nearest_uri'] == partner[row['uri']]
-    assert duplicates.DEFAULT_THRESHOLD < row['cosine'] <= 1.01
+    assert duplicates.DEFAULT_THRESHOLD <= row['cosine'] <= 1
 
 
 def test_pairs_split_between_two_lists_are_found(tmp_path, monkeypatch):
@@ -56,9 +57,9 @@ def test_pairs_split_between_two_lists_are_found(tmp_path, monkeypatch):
   list_of = np.empty(index.size, np.int64)
   for number in range(index.list_count):
     list_of[index.list_rows(number)] = number
-  row = {uri: i for i, uri in enumerate(index.uris.to_pylist())}
-  split = [(row[copy], row[source]) for copy, source in planted.items()
-           if list_of[row[copy]] != list_of[row[source]]]
+  vector = dict(zip(index.uris.to_pylist(), index.vector_of))
+  split = [(vector[copy], vector[source]) for copy, source in planted.items()
+           if list_of[vector[copy]] != list_of[vector[source]]]
   assert split
   pairs = duplicates.find_pairs(index, duplicates.DEFAULT_THRESHOLD,
                                 progress=lambda *_, **__: None)
@@ -69,7 +70,7 @@ def test_similar_over_the_inverted_file_finds_the_source_of_a_copy(
     synthetic_output, monkeypatch):
   output, planted = synthetic_output
   monkeypatch.setattr(embedding_index, 'EXACT_LIMIT', 1_000)
-  for stale in (output / 'index').glob('*'):
+  for stale in (output / INDEX_DIR).glob('*'):
     stale.unlink()
   for copy, source in list(planted.items())[:10]:
     answers = similar.most_similar(str(output), k=3, uri=copy)

@@ -19,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests', 'fixtures')]
 
 from measure import run_measured  # pylint: disable=wrong-import-position
+from pipeline.output_dir import DUPLICATES_FILE, INDEX_DIR  # pylint: disable=wrong-import-position
 from synthetic_embeddings import write_output  # pylint: disable=wrong-import-position
 
 
@@ -41,9 +42,9 @@ def main():
                            '--uri', query, '--k', '1', '--json'], cwd=ROOT)
     # The report's aggregation over every row (its ~100 thumbnails cost the same at any size).
     aggregation = run_measured([sys.executable, '-c', 'import sys; from pipeline import '
-                                'label_stats; label_stats.label_stats(sys.argv[1], 0.5)',
-                                output_dir], cwd=ROOT)
-    found = pq.read_table(os.path.join(output_dir, 'duplicates.parquet')).to_pylist()
+                                'label_stats, results; label_stats.label_stats('
+                                'results.label_parts(sys.argv[1]), 0.5)', output_dir], cwd=ROOT)
+    found = pq.read_table(os.path.join(output_dir, DUPLICATES_FILE)).to_pylist()
     group_of = {row['uri']: row['group'] for row in found}
     recalled = sum(1 for copy, source in planted_pairs.items()
                    if copy in group_of and group_of[copy] == group_of.get(source))
@@ -62,7 +63,7 @@ def main():
         'report_aggregation_seconds': round(aggregation.seconds, 1),
         'report_aggregation_peak_rss_mb': round(aggregation.peak_rss_mb),
         'index_mb': round(os.path.getsize(
-            os.path.join(output_dir, 'index', 'embeddings.faiss')) / 2**20),
+            os.path.join(output_dir, INDEX_DIR, 'embeddings.faiss')) / 2**20),
     }, indent=2))
   finally:
     if not args.keep:
