@@ -3,7 +3,6 @@ filesystem: what report, similar and duplicates are computed from."""
 
 import json
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -114,20 +113,6 @@ def read_row(path, row, columns):
         return parquet.read_row_group(group, columns=columns).slice(row, 1).to_pylist()[0]
       row -= group_rows
   raise IndexError(f'{path} has no row {row}')
-
-
-def unit_embeddings(batch):
-  """The batch's embeddings as float32 [n, 1280], scaled to length 1 (all-zero rows stay
-  zero), so that inner products are cosines."""
-  column = batch.column('embedding')
-  return unit_vectors(column.flatten().to_numpy().reshape(len(column), -1))
-
-
-def unit_vectors(vectors):
-  """float32 copies of `vectors` [n, d], scaled to length 1 (all-zero rows stay zero)."""
-  vectors = np.array(vectors, dtype=np.float32)
-  norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-  return np.divide(vectors, norms, out=vectors, where=norms > 0)
 
 
 def read_manifest(output_dir):

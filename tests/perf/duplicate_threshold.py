@@ -28,7 +28,7 @@ SHARED = os.path.join(ROOT, '..', 'shared', 'fixtures')
 import build_models  # pylint: disable=wrong-import-position
 from near_copies import make_near_copies  # pylint: disable=wrong-import-position
 from pipeline.duplicates import DEFAULT_THRESHOLD  # pylint: disable=wrong-import-position
-from pipeline.results import unit_vectors  # pylint: disable=wrong-import-position
+from pipeline.embedding_index import unit_rows  # pylint: disable=wrong-import-position
 
 SAME_PHOTO = {'cat_720p': 'cat'}
 
@@ -57,7 +57,7 @@ def main():
         columns=['uri', 'embedding'])
     uris = table.column('uri').to_pylist()
     row = {uri: i for i, uri in enumerate(uris)}
-    vectors = unit_vectors(np.stack(table.column('embedding').to_numpy(zero_copy_only=False)))
+    vectors = unit_rows(np.stack(table.column('embedding').to_numpy(zero_copy_only=False)))[0]
     cosines = vectors @ vectors.T
     copy_to_source = {os.path.basename(copy): float(cosines[row[copy], row[source]])
                       for source, copy_paths in copies.items() for copy in copy_paths}
