@@ -3,8 +3,8 @@ is submitted or run.
 
 A remote job's workers read the input and the models and write the output themselves, so
 each of those must be a location they reach (gs://, s3://, azfs://, http(s)://), not a path
-on this machine; the models, and the int8 model --engine litert_int8 needs, are looked for
-where the driver can reach the storage (where it cannot, without network or credentials,
+on this machine; the input, the models and the int8 model --engine litert_int8 needs are
+looked for where the driver can reach the storage (where it cannot, without network or credentials,
 the description says what was left unchecked).
 """
 
@@ -16,7 +16,8 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, WorkerOptio
 
 from pipeline import gcs_emulator
 from pipeline.identity import PRECISION
-from transforms.files import exists
+from transforms.files import exists, matching_paths
+from transforms.inputs import FOLDER, GLOB, input_format, match_pattern
 from transforms.int8 import require_int8
 from transforms.model_store import SAVED_MODEL
 
@@ -39,6 +40,8 @@ def model_checks(args):
             if getattr(args, flag).startswith('gs://')}
   if args.engine == 'litert_int8':
     checks['--engine litert_int8'] = lambda: require_int8(args.model_handle)
+  if args.input.startswith('gs://'):
+    checks['--input'] = lambda: _require_input(args.input)
   problems, unchecked = [], []
   no_access = _no_gcs_access()
   if no_access:
@@ -63,6 +66,13 @@ def _no_gcs_access():
   except google.auth.exceptions.DefaultCredentialsError:
     return 'no Google Cloud credentials here'
   return None
+
+
+def _require_input(input_spec):
+  kind = input_format(input_spec)
+  pattern = input_spec if kind not in (GLOB, FOLDER) else match_pattern(input_spec, kind)
+  if not matching_paths(pattern):
+    raise FileNotFoundError(f'nothing matches {input_spec}')
 
 
 def _require_saved_model(handle):

@@ -3,9 +3,9 @@
   label-images duplicates OUTPUT_DIR [--threshold 0.90]
 
 Two images whose embeddings have a cosine at or above the threshold are a pair (images of
-one embedding: a cosine of 1); images linked through a chain of pairs form one group. Writes
-OUTPUT_DIR/_duplicates.parquet, one row per image that has a near-duplicate: its group, its
-URI, the URI of its nearest neighbour and their cosine. The file's metadata records the
+one embedding: a cosine of 1); images linked through a chain of pairs form one group.
+Writes OUTPUT_DIR/_duplicates/duplicates.parquet, one row per image that has a
+near-duplicate: its group, its URI, the URI of its nearest neighbour and their cosine. The file's metadata records the
 threshold and the parts it was built from (duplicates_record).
 
 The default threshold comes from tests/perf/duplicate_threshold.py: copies of the shared
@@ -205,7 +205,7 @@ def _group_numbers(groups, vectors):
 
 
 def find_duplicates(output_dir, threshold=DEFAULT_THRESHOLD):
-  """Writes OUTPUT_DIR/_duplicates.parquet; returns its table and the index searched."""
+  """Writes OUTPUT_DIR/_duplicates/duplicates.parquet; returns its table and the index searched."""
   embedding_index = index_for(output_dir)
   table = duplicates_table(embedding_index, find_pairs(embedding_index, threshold))
   record = {'threshold': json.dumps(threshold), 'parts': json.dumps(embedding_index.parts)}
@@ -216,7 +216,7 @@ def find_duplicates(output_dir, threshold=DEFAULT_THRESHOLD):
 
 
 def duplicates_record(output_dir):
-  """(threshold, {part file name: rows}) that OUTPUT_DIR/_duplicates.parquet was found with,
+  """(threshold, {part file name: rows}) that OUTPUT_DIR/_duplicates/duplicates.parquet was found with,
   or None where there is none, or it does not say (an earlier version wrote it). The file is
   stale where the parts differ from results.part_rows(results.label_parts(output_dir))."""
   path = FileSystems.join(output_dir, DUPLICATES_FILE)

@@ -36,8 +36,8 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import results
 from pipeline.console import plural, status
 from pipeline.output_dir import INDEX_DIR
-from transforms.files import (delete_paths, exists, open_file, read_bytes, read_parquet,
-                              write_bytes)
+from transforms.files import (created_atomically, delete_paths, exists, open_file, read_bytes,
+                              read_parquet, write_bytes)
 
 EXACT_LIMIT = 50_000
 TRAINING_PER_CENTROID = 40  # faiss asks for at least 39
@@ -350,10 +350,10 @@ def save_index(output_dir, embedding_index):
   with tempfile.TemporaryDirectory() as local:
     local_index = os.path.join(local, _INDEX_FILE)
     faiss.write_index(embedding_index.index, local_index)
-    with open(local_index, 'rb') as src, FileSystems.create(
+    with open(local_index, 'rb') as src, created_atomically(
         _index_path(output_dir, _INDEX_FILE)) as dst:
       shutil.copyfileobj(src, dst, 16 << 20)
-  with FileSystems.create(_index_path(output_dir, _ROWS_FILE)) as f:
+  with created_atomically(_index_path(output_dir, _ROWS_FILE)) as f:
     pq.write_table(embedding_index.rows, f)
   # Written last: an index without it is never trusted.
   write_bytes(_index_path(output_dir, _META_FILE), json.dumps(

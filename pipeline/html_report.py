@@ -255,8 +255,8 @@ def _errors_section(errors):
 
 def _is_current(duplicates, label_paths):
   """Whether the duplicates were found among the labels parts there are now; a file of an
-  earlier version, which does not say, is taken as current."""
-  return duplicates.parts is None or duplicates.parts == results.part_rows(label_paths)
+  earlier version, which does not say, is not."""
+  return duplicates.parts == results.part_rows(label_paths)
 
 
 def _group(size, uris, pictures):
@@ -271,9 +271,10 @@ def _duplicates_section(output_dir, duplicates, current, parts_now, pictures):
   if duplicates is None:
     return f'<p class="muted">Not computed: run {refresh}, then this report again.</p>'
   if not current:
-    return (f'<p>The near-duplicates are out of date: built from '
-            f'{plural(len(duplicates.parts), "part")}, the output now has {parts_now:,}; '
-            f'refresh with: {refresh}</p>')
+    built_from = (f'built from {plural(len(duplicates.parts), "part")}' if duplicates.parts
+                  else 'made by an earlier version, which did not record its parts')
+    return (f'<p>The near-duplicates are out of date: {built_from}, the output now has '
+            f'{parts_now:,}; refresh with: {refresh}</p>')
   threshold = ('' if duplicates.threshold is None
                else f' (cosine {duplicates.threshold:g} or above)')
   if not duplicates.images:

@@ -92,7 +92,7 @@ def error_stats(error_paths, per_kind=3):
 
 
 def duplicate_groups(output_dir, groups=8, per_group=6):
-  """DuplicateGroups of OUTPUT_DIR/_duplicates.parquet, or None where `label-images
+  """DuplicateGroups of OUTPUT_DIR/_duplicates/duplicates.parquet, or None where `label-images
   duplicates` has not been run."""
   path = FileSystems.join(output_dir, DUPLICATES_FILE)
   if not exists(path):

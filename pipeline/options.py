@@ -56,7 +56,8 @@ class LabelImagesOptions(PipelineOptions):
         help='Images to label: a glob (local or gs://, e.g. gs://bucket/photos/**.jpg), '
         'a .txt file with one URI per line, or a .csv / .parquet file with a "uri" column.')
     parser.add_argument(
-        '--output', help='Directory (local or gs://) for labels-*.parquet and errors-*.parquet.')
+        '--output', help='Directory (local, gs://, s3:// or azfs://) for labels-*.parquet, '
+        '_errors/errors-*.parquet and _manifest.json.')
     parser.add_argument(
         '--model_handle', default=DEFAULT_MODEL_HANDLE,
         help='TF Hub handle of the classification module: a tfhub.dev or Kaggle URL, '

@@ -17,7 +17,7 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.files import delete_paths, exists, file_name, matching_paths
-from transforms.schema import ERRORS, parts_dir
+from transforms.schema import ERRORS, LABELS, part_glob, parts_dir
 from transforms.select import output_part_patterns
 
 MANIFEST = '_manifest.json'
@@ -39,13 +39,15 @@ class OutputExistsError(Exception):
   pass
 
 
+class LayoutError(Exception):
+  pass
+
+
 def prepare_output_dir(output_dir, resume=False, overwrite=False):
   """Raises OutputExistsError where results exist and neither resume nor overwrite is set,
   or where the directory cannot be listed."""
   try:
-    adopt_legacy_layout(output_dir)
-    parts = [path for pattern in output_part_patterns(output_dir)
-             for path in matching_paths(pattern)]
+    parts = _parts(output_dir) + legacy_error_parts(output_dir)
   except BeamIOError as e:
     raise OutputExistsError(f'cannot list {output_dir}: {e}') from e
   if parts and not (resume or overwrite):
@@ -53,11 +55,17 @@ def prepare_output_dir(output_dir, resume=False, overwrite=False):
         f'{output_dir} already holds {len(parts)} result files from an earlier run. '
         'Pass --resume to label only the URIs that have no row there yet, or --overwrite to '
         'replace them.')
+  adopt_legacy_layout(output_dir)
+  parts = _parts(output_dir)
   leftovers = [path for folder in sorted(_written_folders(output_dir))
                for path in matching_paths(FileSystems.join(folder, '.*.tmp'))]
   doomed = leftovers + (parts + derived_paths(output_dir) if overwrite else [])
   if doomed:
     delete_paths(doomed)
+
+
+def _parts(output_dir):
+  return [path for pattern in output_part_patterns(output_dir) for path in matching_paths(pattern)]
 
 
 def _written_folders(output_dir):
@@ -84,21 +92,37 @@ def out_of_date_lines(output_dir):
           f'refresh with: {commands}']
 
 
+def legacy_error_parts(output_dir):
+  return matching_paths(FileSystems.join(output_dir, f'{ERRORS}-*.parquet'))
+
+
 def adopt_legacy_layout(output_dir):
   """Moves the files of a directory written by an earlier version to today's places
   (errors-*.parquet into _errors/, manifest.json to _manifest.json, ...); its old index, a
-  cache, is deleted and rebuilt when next needed. Returns the names moved."""
+  cache, is deleted and rebuilt when next needed. A directory is taken for one of ours where
+  it holds parts and no _manifest.json: anything else there is left alone. Returns the names
+  moved."""
+  error_parts = legacy_error_parts(output_dir)
+  has_labels = matching_paths(FileSystems.join(output_dir, part_glob(LABELS)))
+  if not (error_parts or has_labels) or exists(FileSystems.join(output_dir, MANIFEST)):
+    return []
   renames = {path: FileSystems.join(output_dir, _LEGACY_NAMES[name])
              for name in _LEGACY_NAMES
              for path in matching_paths(FileSystems.join(output_dir, name))}
   renames.update({path: FileSystems.join(parts_dir(output_dir, ERRORS), file_name(path))
-                  for path in matching_paths(FileSystems.join(output_dir, f'{ERRORS}-*.parquet'))})
+                  for path in error_parts})
   renames = {old: new for old, new in renames.items() if not exists(new)}
-  for old, new in renames.items():
-    _make_folder_of(new)
-    FileSystems.rename([old], [new])
-  delete_paths([path for name in _LEGACY_INDEX_FILES
-                for path in matching_paths(FileSystems.join(output_dir, 'index', name))])
+  try:
+    for old, new in renames.items():
+      _make_folder_of(new)
+      FileSystems.rename([old], [new])
+    delete_paths([path for name in _LEGACY_INDEX_FILES
+                  for path in matching_paths(FileSystems.join(output_dir, 'index', name))])
+  except (BeamIOError, OSError) as e:
+    raise LayoutError(
+        f'{output_dir} was written by an earlier version, and moving its files to today\'s '
+        f'names failed ({e}). Run this once where the directory can be written, or copy it.'
+    ) from e
   return sorted(file_name(path) for path in renames)
 
 

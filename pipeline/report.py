@@ -145,7 +145,7 @@ def directory_totals(output_dir):
 
 
 def write_manifest(output_dir, run, identity):
-  """OUTPUT_DIR/manifest.json, about the whole directory: what produced its rows, the rows
+  """OUTPUT_DIR/_manifest.json, about the whole directory: what produced its rows, the rows
   its parts hold now, and every run that wrote there (this one's entry replaced by `run`).
   Written under a temporary name and renamed, so a reader never sees half of it."""
   earlier = read_manifest(output_dir) or {}

@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import os
 import secrets
+import select
 import sys
 from typing import NamedTuple
 
@@ -27,7 +28,8 @@ from pipeline.dry_run import job_description, model_checks, worker_location_prob
 from pipeline.failure_summary import summary_lines
 from pipeline.identity import differences, directory_identity
 from pipeline.options import model_handle_problems, parse_args, verbose_requested
-from pipeline.output_dir import OutputExistsError, out_of_date_lines, prepare_output_dir
+from pipeline.output_dir import (LayoutError, OutputExistsError, out_of_date_lines,
+                                 prepare_output_dir)
 from pipeline.progress import ProgressDisplay
 from pipeline.runner import (create_runner, dry_run_problems, is_local, runs_in_this_process,
                              runs_on_dataflow)
@@ -82,7 +84,7 @@ def dry_run(args, pipeline_options):
 def run(argv, log_path=None):
   try:
     return _run(argv, log_path)
-  except (OutputExistsError, UsageError) as e:
+  except (OutputExistsError, LayoutError, UsageError) as e:
     print(f'label-images: {e}', file=sys.stderr)
     return EXIT_USAGE
 
@@ -91,8 +93,9 @@ def _run(argv, log_path):
   args, pipeline_options = parse_args(argv)
   # The driver reads the output directory before any pipeline exists (which would set them).
   FileSystems.set_options(pipeline_options)
-  if runs_on_dataflow(pipeline_options) and worker_location_problems(args):
-    raise UsageError('\n'.join(worker_location_problems(args)))
+  unreachable = worker_location_problems(args) if runs_on_dataflow(pipeline_options) else []
+  if unreachable:
+    raise UsageError('\n'.join(unreachable))
   if pipeline_options.view_as(TestOptions).dry_run:
     dry_run(args, pipeline_options)
     return 0
@@ -150,7 +153,7 @@ def run_query(command, argv):
   try:
     return command(argv)
   except (results.NoResultsError, results.MixedOriginError, results.UnreadablePartError,
-          similar.QueryError) as e:
+          LayoutError, similar.QueryError) as e:
     print(f'label-images: {e}', file=sys.stderr)
   except ImageError as e:
     print(f'label-images: cannot embed the image: {e.error}: {e.message}', file=sys.stderr)
@@ -225,9 +228,18 @@ def main(argv=None):
   try:
     return _main(sys.argv[1:] if argv is None else argv)
   except BrokenPipeError:
+    if not _stdout_is_gone():
+      raise  # another connection broke: not the reader of our output
     # The reader went away (`| head`): nothing more is printed, the interpreter included.
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_BROKEN_PIPE
+
+
+def _stdout_is_gone():
+  """Whether the reader of standard output has closed it (the pipe reports an error)."""
+  poller = select.poll()
+  poller.register(sys.stdout.fileno(), select.POLLOUT)
+  return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
 
 
 def _main(argv):

@@ -87,7 +87,7 @@ def most_similar(output_dir, k=10, uri=None, image=None, progress=status):
     query = stored_uri(embedding_index, uri) or uri
     embedding, own_vector = stored_embedding(output_dir, embedding_index, query)
   else:
-    query = image
+    query = canonical_uri(image, os.getcwd())
     embedding, own_vector = embed_image(output_dir, image), None
   unit_query = _unit_query(embedding, query)
   nearest = [(own_vector, 1.0)] if own_vector is not None else []

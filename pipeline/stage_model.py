@@ -36,7 +36,7 @@ from transforms.litert_engine import LiteRtModel, convert_to_tflite
 from transforms.model import load_image_model
 from transforms.model_store import local_model_dir
 from transforms.quiet import native_stderr_hidden
-from transforms.read import read_image_bytes
+from transforms.read import local_path, read_image_bytes
 
 MODULES = ('classification', 'feature_vector')
 
@@ -67,16 +67,13 @@ def copy_tree(local_dir, dest):
   return count
 
 
-def _local_real_path(path):
-  return None if '://' in path else os.path.realpath(path)
-
-
 def needs_copy(local_dir, target):
   """False where `target` is `local_dir` itself: the model is staged in place. Raises
   ValueError where one holds the other: copying would write into its own source."""
-  source, dest = os.path.realpath(local_dir), _local_real_path(target)
+  source, dest = os.path.realpath(local_dir), local_path(target)
   if dest is None:
     return True
+  dest = os.path.realpath(dest)
   if source == dest:
     return False
   if os.path.commonpath([source, dest]) in (source, dest):

@@ -93,10 +93,12 @@ def test_a_dataflow_dry_run_looks_for_the_int8_model_its_workers_need(model_dir,
   handles = {'model_handle': f'{bucket_uri}/models/classification',
              'feature_handle': f'{bucket_uri}/models/feature_vector'}
   result = subprocess.run(
-      [sys.executable, '-m', 'pipeline.run', *dataflow_args(**handles), '--engine', 'litert_int8'],
+      [sys.executable, '-m', 'pipeline.run',
+       *dataflow_args(input=f'{bucket_uri}/images/*.jpg', **handles), '--engine', 'litert_int8'],
       cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode == 2, result.stderr
   assert f'--engine litert_int8 needs {bucket_uri}/models/int8.tflite' in result.stderr
+  assert f'--input: nothing matches {bucket_uri}/images/*.jpg' in result.stderr
 
   result = subprocess.run(
       [sys.executable, '-m', 'pipeline.run',

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import PHOTOS_DIR
+from pipeline.output_dir import adopt_legacy_layout, prepare_output_dir
 from test_cli import label_images, model_args
 from transforms.schema import LABELS_SCHEMA
 
@@ -62,10 +63,11 @@ def test_every_file_the_summary_names_can_be_read(finished):
 
 
 def test_a_summary_names_no_errors_files_where_there_are_none(model_dir, tmp_path):
-  result = label_images('--input', os.path.join(PHOTOS_DIR, PHOTOS[0]), '--output',
-                        tmp_path / 'out', *model_args(model_dir))
+  output = tmp_path / 'out'
+  result = label_images('--input', os.path.join(PHOTOS_DIR, PHOTOS[0]), '--output', output,
+                        *model_args(model_dir))
   assert result.returncode == 0, result.stderr
-  assert '_errors-' not in result.stdout
+  assert f'output: {output}/labels-*.parquet, {output}/_manifest.json\n' in result.stdout
 
 
 def test_overwrite_removes_what_was_derived_from_the_old_rows(finished, model_dir, tmp_path):
@@ -115,3 +117,15 @@ def test_a_run_that_adds_rows_says_which_derived_files_are_out_of_date(finished,
   nothing_new = label_images('--input', listing, '--output', output, '--resume',
                              *model_args(model_dir))
   assert nothing_new.returncode == 0 and 'out of date' not in nothing_new.stdout
+
+
+def test_a_folder_that_holds_no_results_keeps_its_own_files(tmp_path):
+  """Only a directory of ours is taken over: a user's report.html or manifest.json beside
+  no parts is left as it is, even by --overwrite."""
+  (tmp_path / 'report.html').write_text('mine')
+  (tmp_path / 'manifest.json').write_text('{"mine": true}')
+  (tmp_path / 'index').mkdir()
+  (tmp_path / 'index' / 'rows.parquet').write_text('mine')
+  assert adopt_legacy_layout(str(tmp_path)) == []
+  prepare_output_dir(str(tmp_path), overwrite=True)
+  assert files_under(tmp_path) == ['index/rows.parquet', 'manifest.json', 'report.html']

@@ -1,8 +1,8 @@
 """Choosing the URIs to label: each distinct URI once, less those the output already holds.
 
 One grouping both collapses duplicates and, when resuming, leaves out every URI that
-already has a row in OUTPUT_DIR's labels-*.parquet or errors-*.parquet. The same grouping
-finds URIs with a row in more than one part, which a crashed job can leave (a bundle that
+already has a row in OUTPUT_DIR's labels-*.parquet or _errors/errors-*.parquet. The same
+grouping finds URIs with a row in more than one part, which a crashed job can leave (a bundle that
 failed after writing a part, then retried, wrote its rows again): one copy is kept and the
 parts holding the others are rewritten without them.
 

@@ -107,13 +107,16 @@ class WriteGate:
 # Shared by every writer of this process.
 PART_WRITES = WriteGate()
 _WRITERS = weakref.WeakSet()
+_WRITERS_LOCK = threading.Lock()
 
 
 def write_held_rows():
   """Writes the rows that this process's writers have gathered but not yet written, each
   writer's as a part: a local run that stops keeps what it labelled. Called before
   PART_WRITES closes."""
-  for writer in list(_WRITERS):
+  with _WRITERS_LOCK:
+    writers = list(_WRITERS)
+  for writer in writers:
     writer.write_held_rows()
 
 
@@ -169,7 +172,8 @@ class WriteParquetParts(beam.DoFn):
 
   def setup(self):
     self._lock = threading.Lock()  # pylint: disable=attribute-defined-outside-init
-    _WRITERS.add(self)
+    with _WRITERS_LOCK:
+      _WRITERS.add(self)
 
   def start_bundle(self):
     with self._lock:
@@ -198,11 +202,14 @@ class WriteParquetParts(beam.DoFn):
         self._write()
 
   def _write(self):
-    rows, self._rows = self._rows, []
+    # The rows are let go once their part is in place: a write that fails or is interrupted
+    # leaves them for write_held_rows.
+    rows = self._rows
     name = part_name(self._kind, self._run_id, self._attempt, self._parts_written)
     self._parts_written += 1
     path = write_table(parts_dir(self._output_dir, self._kind), name,
                        rows_to_table(rows, self._schema))
+    self._rows = []
     counts = (dict(collections.Counter(row[self._count_column] for row in rows))
               if self._count_column else {})
     return CommittedPart(path, counts)

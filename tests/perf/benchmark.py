@@ -175,8 +175,9 @@ def measure_decode(contents):
 def stage_int8(handles, calibration_dir):
   """The fixture model's int8 twin beside it, calibrated on a sample of calibration_dir."""
   if not os.path.exists(int8.int8_paths(handles[0])[0]):
-    stage_model.stage_int8(handles, os.path.dirname(handles[0]),
-                           os.path.join(calibration_dir, '*.jpg'), int8.CALIBRATION_IMAGES, 0)
+    images = os.path.join(calibration_dir, '*.jpg')
+    sample = stage_model.calibration_sample(images, int8.CALIBRATION_IMAGES, 0)
+    stage_model.stage_int8(handles, os.path.dirname(handles[0]), sample, images)
 
 
 def measure_engine(engine, pixels):
