@@ -127,7 +127,7 @@ def test_a_thousand_urls_on_one_host_keep_to_the_connection_limit(model_dir, tmp
                         '--http_connections_per_host', '2', '--direct_num_workers', '6',
                         *model_args(model_dir))
   assert result.returncode == 0, result.stderr
-  assert '1000 images labelled, 0 errors' in result.stdout
+  assert '1,000 images labelled, 0 errors' in result.stdout
   assert len(server.requests) == 1000
   assert server.most_open_connections == 2
   server.shutdown()
