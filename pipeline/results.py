@@ -92,7 +92,11 @@ def read_batches(paths, columns, batch_rows=BATCH_ROWS):
   schema = pa.schema([_OUTPUT_FIELDS[name] for name in columns])
   for path in paths:
     with open_file(path) as f:
-      for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns):
+      # One thread: pyarrow's reader threads calling back into a Python file object can
+      # still be running when the interpreter exits, which then aborts.
+      batches = pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns,
+                                               use_threads=False)
+      for batch in batches:
         yield _in_schema(batch, schema, path)
 
 
@@ -110,7 +114,8 @@ def read_row(path, row, columns):
     for group in range(parquet.num_row_groups):
       group_rows = parquet.metadata.row_group(group).num_rows
       if row < group_rows:
-        return parquet.read_row_group(group, columns=columns).slice(row, 1).to_pylist()[0]
+        table = parquet.read_row_group(group, columns=columns, use_threads=False)
+        return table.slice(row, 1).to_pylist()[0]
       row -= group_rows
   raise IndexError(f'{path} has no row {row}')
 

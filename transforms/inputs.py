@@ -110,7 +110,7 @@ def read_listed_uris(path):
     if kind == 'parquet':
       listing = pq.ParquetFile(raw)
       column = _parquet_uri_column(path, listing.schema_arrow)
-      for batch in listing.iter_batches(columns=[column]):
+      for batch in listing.iter_batches(columns=[column], use_threads=False):
         yield from batch.column(0).cast(pa.string()).to_pylist()
       return
     text = _text(raw)
