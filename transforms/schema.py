@@ -5,8 +5,6 @@ import posixpath
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.model import EMBEDDING_SIZE
-
 # The two kinds of rows; also the names of the counters of rows written to each.
 LABELS = 'labels'
 ERRORS = 'errors'
@@ -36,18 +34,33 @@ def kind_of_part(name):
     raise ValueError(f'{name} is not the name of a part')
   return kind
 
-LABELS_SCHEMA = pa.schema([
+
+_LABEL_FIELDS = (
     pa.field('uri', pa.string(), nullable=False),
     pa.field('label', pa.string(), nullable=False),
     pa.field('label_index', pa.int32(), nullable=False),
     pa.field('score', pa.float32(), nullable=False),
     pa.field('top_k_labels', pa.list_(pa.string()), nullable=False),
     pa.field('top_k_scores', pa.list_(pa.float32()), nullable=False),
-    pa.field('embedding', pa.list_(pa.float32(), EMBEDDING_SIZE), nullable=False),
     pa.field('width', pa.int32(), nullable=False),
     pa.field('height', pa.int32(), nullable=False),
     pa.field('model', pa.string(), nullable=False),
-])
+)
+EMBEDDING = 'embedding'
+
+
+def embedding_field(embedding_width):
+  return pa.field(EMBEDDING, pa.list_(pa.float32(), embedding_width), nullable=False)
+
+
+def labels_schema(embedding_width):
+  """The labels rows of a model whose embedding is `embedding_width` wide; a model without
+  an embedding (None) gives rows without the column."""
+  fields = list(_LABEL_FIELDS)
+  if embedding_width:
+    fields.insert(6, embedding_field(embedding_width))
+  return pa.schema(fields)
+
 
 ERRORS_SCHEMA = pa.schema([
     pa.field('uri', pa.string(), nullable=False),
