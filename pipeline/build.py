@@ -7,19 +7,20 @@ from apache_beam.ml.inference.base import RunInference
 from transforms.commit import FinalizeRun
 from transforms.decode import DecodeImages
 from transforms.failures import FAILURES
-from transforms.inference import MobileNetHandler
+from transforms.inference import ImageModelHandler
 from transforms.inputs import ListImageUris
 from transforms.http_read import HttpSettings
 from transforms.read import ReadImageBytes
 from transforms.rows import ToRows
-from transforms.schema import ERRORS, ERRORS_SCHEMA, LABELS, LABELS_SCHEMA
+from transforms.schema import ERRORS, ERRORS_SCHEMA, LABELS, labels_schema
 from transforms.select import REDUNDANT, RemoveRedundantRows, SelectUrisToLabel
 from transforms.write import WriteParquetParts
 
 
-def build_pipeline(pipeline, options, run_id):
-  """Adds the labelling steps for LabelImagesOptions `options` to `pipeline`; every part
-  it writes is named after `run_id`."""
+def build_pipeline(pipeline, options, run_id, model):
+  """Adds the labelling steps for LabelImagesOptions `options` and the model the driver
+  read (a models.ChosenModel) to `pipeline`; every part it writes is named after `run_id`."""
+  spec = model.spec
   selected = (pipeline
               | 'ListUris' >> ListImageUris(options.input)
               | 'SelectUris' >> SelectUrisToLabel(options.output if options.resume else None))
@@ -28,15 +29,16 @@ def build_pipeline(pipeline, options, run_id):
       HttpSettings(options.http_connections_per_host, options.http_timeout_s))).with_outputs(
           FAILURES, main='images')
   decoded = read.images | 'Decode' >> beam.ParDo(
-      DecodeImages(options.max_image_pixels)).with_outputs(FAILURES, main='images')
-  handler = MobileNetHandler(
-      options.model_handle, options.feature_handle, options.batch_size, options.engine)
+      DecodeImages(spec.image_size, options.max_image_pixels)).with_outputs(FAILURES, main='images')
+  handler = ImageModelHandler(
+      spec, options.model_handle, options.feature_handle, options.batch_size, options.engine)
   predictions = decoded.images | 'Inference' >> RunInference(handler)
   rows = predictions | 'ToRows' >> beam.ParDo(
-      ToRows(options.top_k, options.model_handle)).with_outputs(FAILURES, main='labels')
+      ToRows(options.top_k, options.model_handle, model.labels.names, spec.scores)).with_outputs(
+          FAILURES, main='labels')
 
   label_parts = rows.labels | 'WriteLabels' >> beam.ParDo(WriteParquetParts(
-      options.output, LABELS, LABELS_SCHEMA, run_id, options.rows_per_file))
+      options.output, LABELS, labels_schema(spec.embedding_width), run_id, options.rows_per_file))
   # One errors writer per stage that fails images: FnApiRunner materializes every Flatten
   # of several inputs, so one writer behind a Flatten would only start after the last
   # image, holding every error row in memory until then.

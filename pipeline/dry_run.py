@@ -16,9 +16,12 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, WorkerOptio
 
 from pipeline import gcs_emulator
 from pipeline.identity import PRECISION
+from pipeline.models import ChosenModel, ModelError, choose_model
 from transforms.files import exists, matching_paths
 from transforms.inputs import FOLDER, GLOB, input_format, match_pattern
 from transforms.int8 import require_int8
+from transforms.labels import builtin_labels
+from transforms.model_spec import recorded_spec
 from transforms.model_store import SAVED_MODEL
 
 _WORKER_SCHEMES = ('gs://', 's3://', 'azfs://', 'http://', 'https://')
@@ -29,7 +32,25 @@ def worker_location_problems(args):
   """Locations of a remote job that only this machine can reach."""
   return [f'--{flag} {getattr(args, flag)} is a path on this machine: the workers of a remote '
           'job cannot reach it. Copy it to a bucket (gs://...) and pass that'
-          for flag in _LOCATIONS if not getattr(args, flag).startswith(_WORKER_SCHEMES)]
+          for flag in _LOCATIONS
+          if getattr(args, flag) and not getattr(args, flag).startswith(_WORKER_SCHEMES)]
+
+
+def dry_run_model(args, unchecked):
+  """The model read as a run reads it; where this machine cannot reach it, the job is built
+  for the default model's shape, and `unchecked` says so."""
+  if any(note.startswith('--model_handle') for note in unchecked):
+    spec = recorded_spec({})
+    unchecked.append('the model\'s size, classes and embedding (the job is built for '
+                     f'{spec.describe()})')
+    return ChosenModel(spec, builtin_labels(spec.classes))
+  try:
+    return choose_model(args)
+  except ModelError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    unchecked.append(f'--model_handle ({type(e).__name__}: {str(e).splitlines()[0][:120]})')
+    return dry_run_model(args, unchecked)
 
 
 def model_checks(args):
@@ -37,7 +58,7 @@ def model_checks(args):
   what could not be looked for from here."""
   checks = {f'--{flag}': (lambda handle=getattr(args, flag): _require_saved_model(handle))
             for flag in ('model_handle', 'feature_handle')
-            if getattr(args, flag).startswith('gs://')}
+            if (getattr(args, flag) or '').startswith('gs://')}
   if args.engine == 'litert_int8':
     checks['--engine litert_int8'] = lambda: require_int8(args.model_handle)
   if args.input.startswith('gs://'):
@@ -96,7 +117,7 @@ def job_description(args, pipeline_options, job, unchecked):
       f'  workers: {count} x {workers.machine_type or "the default machine type"}, image '
       f'{workers.sdk_container_image or "the default"}',
       f'  engine: {args.engine} ({PRECISION[args.engine]}), batches of {args.batch_size}; '
-      f'models {args.model_handle}, {args.feature_handle}',
+      f'models {", ".join(filter(None, (args.model_handle, args.feature_handle)))}',
       f'  input {args.input} -> output {args.output}',
   ]
   if unchecked:

@@ -32,7 +32,8 @@ from pipeline.output_dir import DUPLICATES_FILE
 from transforms.files import exists, open_file, write_bytes
 
 DEFAULT_THRESHOLD = 0.90
-# Cosines are float32 sums of 1280 products: one this far below the threshold is at it.
+# Cosines are float32 sums of as many products as the embedding is wide (1,280 for MobileNet
+# V2): one this far below the threshold is at it.
 TOLERANCE = 1e-6
 # Rows compared with all others at once: 1024 x 50,000 cosines take 200 MB.
 BLOCK_ROWS = 1024

@@ -10,8 +10,9 @@ at a time, so memory holds the index, never the Parquet.
 Up to EXACT_LIMIT images the index is exact: every vector, as float32. Above (unless a
 sample of the embeddings holds fewer than two distinct ones), it is an inverted file:
 vectors are assigned to the nearest of ~2*sqrt(n) k-means centroids and stored 8 bits per
-dimension (1.3 KB per image instead of 5 KB; cosines then carry an error of about 0.005),
-and a query scans only the lists of its `nprobe` nearest centroids.
+dimension (a quarter of float32's size: 1.3 KB for a 1,280-wide embedding; cosines then
+carry an error of about 0.005), and a query scans only the lists of its `nprobe` nearest
+centroids. The index is as wide as the embeddings the parts hold, whatever their model.
 
 OUTPUT_DIR/_index/ holds the index; rows.parquet, one row per URI: its label, its vector's
 id in the index (-1 where left out, with the reason) and its row number counting through
@@ -145,6 +146,11 @@ class EmbeddingIndex:
   def size(self):
     """Vectors in the index: distinct embeddings."""
     return self.index.ntotal
+
+  @property
+  def width(self):
+    """Of the embeddings indexed."""
+    return self.index.d
 
   @property
   def images(self):
@@ -317,6 +323,7 @@ def _require_one_model(models, batch, output_dir):
 def build_index(output_dir, progress=status):
   """Streams every labels part of output_dir into a new EmbeddingIndex."""
   paths = results.label_parts(output_dir)
+  results.require_embeddings(output_dir, paths)
   parts = results.part_rows(paths)
   total = sum(parts.values())
   if not total:

@@ -23,6 +23,7 @@ from pipeline.console import add_verbose_flag, plural, shortened, status
 from pipeline.output_dir import REPORT_FILE
 from pipeline.thumbnails import thumbnails
 from transforms.files import write_bytes
+from transforms.model_spec import recorded_spec
 from transforms.schema import ERRORS, LABELS
 
 TOP_LABELS = 30
@@ -187,10 +188,18 @@ def _run_section(manifest, stats, errors):
     details = (f'<p class="muted">Last run {_e(last.get("run_id"))} '
                f'({_e(last.get("status"))}): {_e(last.get("started_at", "")[:19])} to '
                f'{_e((last.get("finished_at") or "")[:19])} UTC, {_e(last.get("wall_seconds"))} s. '
-               f'Model <code>{_e(identity.get("model_handle"))}</code>, embedding <code>'
-               f'{_e(identity.get("feature_handle"))}</code>.</p>'
-               f'<dl class="versions">{versions}</dl>')
+               f'{_model_line(identity)}</p><dl class="versions">{versions}</dl>')
   return f'<div class="cards">{"".join(cards)}</div>{details}'
+
+
+def _model_line(identity):
+  """'Model <handle>, embedding <handle>: 224x224 pixels, ...': the embedding's handle only
+  where a second model gives it."""
+  model, feature = identity.get('model_handle'), identity.get('feature_handle')
+  embedding = (f', embedding <code>{_e(feature)}</code>' if feature and feature != model
+               else '')
+  return (f'Model <code>{_e(model)}</code>{embedding}: '
+          f'{_e(recorded_spec(identity).describe())}.')
 
 
 def _built_from(parts, stats, errors, generated):
@@ -265,6 +274,10 @@ def _group(size, uris, pictures):
   return f'<h3>Group of {_images(size)}{shown}</h3><div class="strip">{strip}</div>'
 
 
+_NO_EMBEDDINGS = ('<p class="muted">None to find: the model gives class scores only, no '
+                  'embeddings to compare.</p>')
+
+
 def _duplicates_section(output_dir, duplicates, current, parts_now, pictures):
   """current: whether duplicates were found among the parts there are now, parts_now."""
   refresh = f'<code>label-images duplicates {_e(shlex.quote(output_dir))}</code>'
@@ -303,6 +316,9 @@ def _sections(output_dir, low_confidence, parts, stats, errors):
   uris = _shown_uris(stats, duplicates.largest if current else [])
   status(f'reading {len(set(uris))} thumbnails')
   pictures = thumbnails(uris)
+  near_duplicates = (
+      _duplicates_section(output_dir, duplicates, current, len(parts[LABELS]), pictures)
+      if results.holds_embeddings(parts[LABELS]) else _NO_EMBEDDINGS)
   return [
       ('labels', 'Labels', _labels_section(stats)),
       ('confidence', 'Confidence', _confidence_section(stats, low_confidence)),
@@ -310,8 +326,7 @@ def _sections(output_dir, low_confidence, parts, stats, errors):
       ('least-confident', 'The least confident images',
        _least_confident_section(stats, pictures)),
       ('errors', 'Errors', _errors_section(errors)),
-      ('duplicates', 'Near-duplicates',
-       _duplicates_section(output_dir, duplicates, current, len(parts[LABELS]), pictures)),
+      ('duplicates', 'Near-duplicates', near_duplicates),
   ]
 
 

@@ -1,11 +1,10 @@
-"""What produced an output directory's rows: the models (by content), the engine and its
-precision, the preprocessing and the label set. A directory holds the rows of one identity:
+"""What produced an output directory's rows: the models (by content) and their description,
+the engine and its precision, the preprocessing and the label set. A directory holds the rows of one identity:
 embeddings of two models, or of fp32 and int8, cannot be compared with each other."""
 
 import hashlib
 
 from transforms import decode
-from transforms.labels import imagenet_label_names
 from transforms.model_store import bucket_files, hash_model_files, listing_digest, local_model_dir
 
 PRECISION = {'litert': 'fp32', 'tf': 'fp32', 'litert_int8': 'int8'}
@@ -21,24 +20,28 @@ def model_fingerprint(handle, local):
   return 'handle:' + handle
 
 
-def directory_identity(args, local, int8_model=None):
+def directory_identity(args, local, model, int8_model=None):
+  """The identity of rows labelled with `args` and the ChosenModel `model`."""
+  height, width = model.spec.image_size
   return {
       'model_handle': args.model_handle,
       'feature_handle': args.feature_handle,
       'model_files': model_fingerprint(args.model_handle, local),
-      'feature_files': model_fingerprint(args.feature_handle, local),
+      'feature_files': (model_fingerprint(args.feature_handle, local) if args.feature_handle
+                        else None),
+      'model': model.spec.to_dict(),
       'engine': args.engine,
       'precision': PRECISION[args.engine],
       'int8_model_sha256': (int8_model or {}).get('sha256'),
       'preprocessing': {'central_crop_fraction': decode.CENTRAL_FRACTION,
-                        'size': decode.IMAGE_SIZE, 'resize': 'bilinear'},
-      'labels': 'sha256:' + hashlib.sha256(
-          '\n'.join(imagenet_label_names()).encode()).hexdigest(),
+                        'size': height if height == width else [height, width],
+                        'resize': 'bilinear'},
+      'labels': 'sha256:' + hashlib.sha256('\n'.join(model.labels.names).encode()).hexdigest(),
   }
 
 
 def differences(recorded, current):
-  """The keys whose values differ, as 'key: recorded -> current'."""
+  """The keys whose values differ, as 'key: recorded -> current'. A key an older version did
+  not record yet is not a difference."""
   return [f'{key}: {recorded.get(key)} -> {current.get(key)}'
-          for key in sorted(set(recorded) | set(current))
-          if recorded.get(key) != current.get(key)]
+          for key in sorted(recorded) if recorded.get(key) != current.get(key)]

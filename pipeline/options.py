@@ -18,7 +18,6 @@ from transforms.inference import DEFAULT_BATCH_SIZE
 from transforms.inputs import (FOLDER, GLOB, LIST_SUFFIXES, check_list, input_format,
                                is_folder_image)
 from transforms.int8 import require_int8
-from transforms.labels import NUM_CLASSES
 from transforms.model import DEFAULT_ENGINE, ENGINES
 from transforms.model_store import SAVED_MODEL, is_saved_model_dir, local_model_dir
 from transforms.read import (DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_READ_ATTEMPTS, canonical_uri,
@@ -60,11 +59,25 @@ class LabelImagesOptions(PipelineOptions):
         '_errors/errors-*.parquet and _manifest.json.')
     parser.add_argument(
         '--model_handle', default=DEFAULT_MODEL_HANDLE,
-        help='TF Hub handle of the classification module: a tfhub.dev or Kaggle URL, '
-        'a gs:// path or a local SavedModel directory. Default: %(default)s')
+        help='The image classifier: a TF Hub handle (a tfhub.dev or Kaggle URL), a gs:// '
+        'path or a local SavedModel directory, taking float RGB images in [0, 1] and returning '
+        'class scores (logits or probabilities), and optionally an embedding as a second, '
+        'named output. Default: %(default)s')
     parser.add_argument(
-        '--feature_handle', default=DEFAULT_FEATURE_HANDLE,
-        help='TF Hub handle of the matching feature-vector module. Default: %(default)s')
+        '--feature_handle',
+        help='The classifier\'s feature-vector twin (TF Hub\'s layout), which gives the '
+        'embedding. Default: the default model\'s twin, '
+        f'{DEFAULT_FEATURE_HANDLE}, with the default --model_handle; none otherwise')
+    parser.add_argument(
+        '--labels',
+        help='The class names, in the order of the scores: a file with one name per line, or '
+        'a .csv/.tsv label map with id and name columns; local or on any storage the input '
+        'may be. Default: labels.txt shipped in the SavedModel (or its assets/), else the '
+        'built-in ImageNet names for 1,001 or 1,000 classes')
+    parser.add_argument(
+        '--image_size', type=int,
+        help='Height and width, in pixels, for a model that takes images of any size; '
+        'a model of one size is fed that size')
     parser.add_argument(
         '--top_k', type=int, default=5, help='How many labels and scores to keep per image.')
     parser.add_argument(
@@ -133,8 +146,8 @@ def parse_args(argv):
   """Returns (our options as a namespace, PipelineOptions of the whole command line)."""
   parser = argparse.ArgumentParser(
       prog='label-images', allow_abbrev=False,
-      description='Label images with the TF Hub MobileNet V2 ImageNet classifier on Apache '
-      'Beam; writes labels, scores and embeddings to Parquet.',
+      description='Label images with an image classifier (by default the TF Hub MobileNet V2 '
+      'ImageNet classifier) on Apache Beam; writes labels, scores and embeddings to Parquet.',
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=COMMANDS_HELP)
   LabelImagesOptions._add_argparse_args(parser)  # pylint: disable=protected-access
@@ -147,9 +160,11 @@ def parse_args(argv):
   missing = [f'--{name}' for name in REQUIRED if not getattr(args, name)]
   if missing:
     parser.error(f'the following arguments are required: {", ".join(missing)}')
-  if not 1 <= args.top_k <= NUM_CLASSES:
-    parser.error(f'--top_k must be between 1 and {NUM_CLASSES}')
-  for name in ('batch_size', 'rows_per_file', 'max_image_bytes', 'max_image_pixels',
+  if args.feature_handle is None and args.model_handle == DEFAULT_MODEL_HANDLE:
+    args.feature_handle = DEFAULT_FEATURE_HANDLE
+  if args.image_size is not None and args.image_size < 1:
+    parser.error('--image_size must be at least 1')
+  for name in ('top_k', 'batch_size', 'rows_per_file', 'max_image_bytes', 'max_image_pixels',
                'max_read_attempts', 'http_connections_per_host'):
     if getattr(args, name) < 1:
       parser.error(f'--{name} must be at least 1')
@@ -234,7 +249,7 @@ def local_path_problems(args):
     problems.append(f'--output: {args.output} is a file, not a directory')
   for flag in ('model_handle', 'feature_handle'):
     handle = getattr(args, flag)
-    if '://' not in handle and not is_saved_model_dir(handle):
+    if handle and '://' not in handle and not is_saved_model_dir(handle):
       problems.append(f'--{flag}: {handle} is not a SavedModel directory (no {SAVED_MODEL})')
   if args.engine == 'litert_int8' and '://' not in args.model_handle:
     try:
@@ -287,7 +302,8 @@ def _holds_no_image(path, args):
   """Whether the pipeline would find no image in this one file (nor a read error to report):
   decided as it decides, by the content."""
   try:
-    decode_image(read_image_bytes(path, args.max_image_bytes), args.max_image_pixels)
+    # Any size will do: only whether it decodes matters.
+    decode_image(read_image_bytes(path, args.max_image_bytes), (8, 8), args.max_image_pixels)
   except ImageError as e:
     return e.error == 'not_an_image'
   return False
@@ -300,7 +316,7 @@ def model_handle_problems(args, local):
   problems = []
   for flag in ('model_handle', 'feature_handle'):
     handle = getattr(args, flag)
-    if '://' not in handle:
+    if not handle or '://' not in handle:
       continue
     try:
       if local:

@@ -54,8 +54,9 @@ def _version(package):
     return None
 
 
-def build_manifest(args, pipeline_options, run_id, totals, distributions, started_at,
+def build_manifest(args, pipeline_options, model, run_id, totals, distributions, started_at,
                    finished_at, status='completed'):
+  """This run's entry in the manifest; `model` is the ChosenModel it labelled with."""
   labelled, errors = totals.get(LABELS, 0), totals.get(ERRORS, 0)
   seconds = (finished_at - started_at).total_seconds()
   counts = {name: totals.get(name, 0) for name in (
@@ -77,6 +78,8 @@ def build_manifest(args, pipeline_options, run_id, totals, distributions, starte
       'output': args.output,
       'model_handle': args.model_handle,
       'feature_handle': args.feature_handle,
+      'model_description': model.spec.describe(),
+      'labels': model.labels.source,
       'engine': args.engine,
       # The int8 model's hash and its measured agreement with fp32, from stage-model.
       'int8_model': load_int8(args.model_handle)[1] if args.engine == 'litert_int8' else None,
@@ -183,6 +186,7 @@ def summary(manifest, totals):
   lines.append(f"  skipped: {plural(counts['duplicate_uris'], 'duplicate URI')}, "
                f"{plural(counts['blank_entries'], 'blank entry', 'blank entries')}, "
                f"{counts['already_done']:,} already in the output")
+  lines.append(f"  model: {manifest['model_description']}; labels: {manifest['labels']}")
   timings = _timings(manifest['distributions'])
   if timings:
     lines.append('  ' + timings)

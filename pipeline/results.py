@@ -4,6 +4,7 @@ filesystem: what report, similar and duplicates are computed from."""
 import json
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -12,12 +13,13 @@ from pipeline.options import refuse_unknown_options
 from pipeline.output_dir import MANIFEST, adopt_legacy_layout
 from transforms.files import (exists, file_name, matching_paths, open_file, parquet_rows,
                               read_bytes)
-from transforms.schema import (ERRORS, ERRORS_SCHEMA, LABELS, LABELS_SCHEMA, ROW_KINDS,
-                               part_glob)
+from transforms.schema import (EMBEDDING, ERRORS, ERRORS_SCHEMA, LABELS, ROW_KINDS,
+                               embedding_field, labels_schema, part_glob)
 
-BATCH_ROWS = 8192  # 40 MB of embeddings
-# Every column of the output, by name, as the pipeline writes it (both kinds share `uri`).
-_OUTPUT_FIELDS = {field.name: field for schema in (LABELS_SCHEMA, ERRORS_SCHEMA)
+BATCH_ROWS = 8192  # 40 MB of 1,280-wide embeddings
+# Every column of the output but the embedding (as wide as its model's), by name, as the
+# pipeline writes it (both kinds share `uri`).
+_OUTPUT_FIELDS = {field.name: field for schema in (labels_schema(None), ERRORS_SCHEMA)
                   for field in schema}
 
 
@@ -41,9 +43,13 @@ class MixedOriginError(Exception):
   pass
 
 
+class NoEmbeddingsError(NoResultsError):
+  """Labels rows without embeddings: their model gives class scores only."""
+
+
 class UnreadablePartError(Exception):
-  """A part whose values do not fit the output's types: a null URI, an embedding of
-  another length."""
+  """A part whose values do not fit the output's types: a null URI, a missing column,
+  embeddings of another width than the other parts'."""
 
 
 def part_paths(output_dir, kind=LABELS):
@@ -84,20 +90,81 @@ def part_rows(paths):
   return {file_name(path): parquet_rows(path) for path in paths}
 
 
+def holds_embeddings(label_paths):
+  """Whether the labels parts have an embedding column (a classifier's rows have none).
+  The first part speaks for all: read_batches refuses a part that differs."""
+  with open_file(label_paths[0]) as f:
+    return EMBEDDING in pq.read_schema(f).names
+
+
+def require_embeddings(output_dir, label_paths):
+  """NoEmbeddingsError where the labels parts hold no embedding to compare."""
+  if holds_embeddings(label_paths):
+    return
+  identity = (read_manifest(output_dir) or {}).get('identity') or {}
+  handle = f" ({identity['model_handle']})" if identity.get('model_handle') else ''
+  raise NoEmbeddingsError(
+      f'{output_dir} holds no embeddings: its model{handle} gives class scores only; '
+      'similar and duplicates need a model with an embedding (a feature-vector twin, '
+      '--feature_handle)')
+
+
 def read_batches(paths, columns, batch_rows=BATCH_ROWS):
   """Yields pyarrow RecordBatches of `columns` from each part in turn, in the output's own
   types whatever wrote the part: a part rewritten by pandas, DuckDB or Spark holds the same
   values as nullable, large_string, large_list, list (for the fixed-size embedding) or
-  dictionary-encoded columns, or as columns of type null where it has no rows."""
-  schema = pa.schema([_OUTPUT_FIELDS[name] for name in columns])
+  dictionary-encoded columns, or as columns of type null where it has no rows.
+
+  The embedding is a fixed-size list as wide as the parts hold it; UnreadablePartError
+  where one part's width differs from another's."""
+  width = None  # of the embeddings, once a part has shown it
   for path in paths:
     with open_file(path) as f:
+      parquet = pq.ParquetFile(f)
+      missing = [name for name in columns if name not in parquet.schema_arrow.names]
+      if missing:
+        raise UnreadablePartError(f'{path} does not hold what label-images writes: no '
+                                  f'column {", ".join(missing)}')
       # One thread: pyarrow's reader threads calling back into a Python file object can
       # still be running when the interpreter exits, which then aborts.
-      batches = pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns,
-                                               use_threads=False)
-      for batch in batches:
-        yield _in_schema(batch, schema, path)
+      for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns,
+                                        use_threads=False):
+        if EMBEDDING in columns:
+          width = _same_width(_embedding_width(batch.column(EMBEDDING), path), width, path)
+          if width is None:  # no rows, and none before: no width to read them at
+            continue
+        yield _in_schema(batch, _output_schema(columns, width), path)
+
+
+def _output_schema(columns, embedding_width):
+  return pa.schema([embedding_field(embedding_width) if name == EMBEDDING
+                    else _OUTPUT_FIELDS[name] for name in columns])
+
+
+def _embedding_width(embeddings, path):
+  """The width of a batch's embeddings: their type's, or where a tool rewrote them as plain
+  lists, their one length; None where the batch has no rows."""
+  if pa.types.is_fixed_size_list(embeddings.type):
+    return embeddings.type.list_size
+  if not len(embeddings):
+    return None
+  if embeddings.null_count:
+    raise UnreadablePartError(f'{path} holds rows without an embedding')
+  shortest, longest = (length.as_py() for length in
+                       pc.min_max(pc.list_value_length(embeddings)).values())
+  if shortest != longest:
+    raise UnreadablePartError(f'{path} holds embeddings of {shortest:,} to {longest:,} '
+                              'values: label-images writes them all of one width')
+  return shortest
+
+
+def _same_width(width, known_width, path):
+  """The embeddings' width, once one part has told it; UnreadablePartError where two differ."""
+  if known_width is not None and width not in (None, known_width):
+    raise UnreadablePartError(
+        f'{path} holds {width:,}-wide embeddings, the parts before it {known_width:,}-wide: '
+        'rows of two models, which cannot be compared. Label into one directory per model.')
+  return known_width if width is None else width
 
 
 def _in_schema(batch, schema, path):

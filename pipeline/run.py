@@ -24,9 +24,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from pipeline import duplicates, html_report, report, results, similar, stage_model, stopping
 from pipeline.build import build_pipeline
 from pipeline.console import log_to_file, quiet_native_logs, start_logging, stderr_to_log
-from pipeline.dry_run import job_description, model_checks, worker_location_problems
+from pipeline.dry_run import (dry_run_model, job_description, model_checks,
+                              worker_location_problems)
 from pipeline.failure_summary import summary_lines
 from pipeline.identity import differences, directory_identity
+from pipeline.models import ChosenModel, ModelError, choose_model
 from pipeline.options import model_handle_problems, parse_args, verbose_requested
 from pipeline.output_dir import (LayoutError, OutputExistsError, out_of_date_lines,
                                  prepare_output_dir)
@@ -55,8 +57,8 @@ def new_run_id(started_at):
   return f'{started_at:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}'
 
 
-def build(args, pipeline_options, run_id):
-  """The pipeline, built on its runner but not run."""
+def build(args, pipeline_options, run_id, model):
+  """The pipeline for the ChosenModel `model`, built on its runner but not run."""
   problems = dry_run_problems(pipeline_options)
   if problems:
     raise UsageError('\n'.join(problems))
@@ -64,7 +66,7 @@ def build(args, pipeline_options, run_id):
     pipeline = beam.Pipeline(runner=create_runner(pipeline_options), options=pipeline_options)
   except ValueError as e:  # Beam's checks of its own options, e.g. an invalid project ID
     raise UsageError(str(e)) from e
-  build_pipeline(pipeline, args, run_id)
+  build_pipeline(pipeline, args, run_id, model)
   return pipeline
 
 
@@ -74,7 +76,8 @@ def dry_run(args, pipeline_options):
   problems, unchecked = ([], []) if is_local(pipeline_options) else model_checks(args)
   if problems:
     raise UsageError('\n'.join(problems))
-  pipeline = build(args, pipeline_options, new_run_id(report.now()))
+  model = dry_run_model(args, unchecked)
+  pipeline = build(args, pipeline_options, new_run_id(report.now()), model)
   if is_local(pipeline_options):  # the local runner has no dry run of its own
     print('label-images: dry run: built the pipeline; nothing was run')
     return
@@ -84,7 +87,7 @@ def dry_run(args, pipeline_options):
 def run(argv, log_path=None):
   try:
     return _run(argv, log_path)
-  except (OutputExistsError, LayoutError, UsageError) as e:
+  except (OutputExistsError, LayoutError, ModelError, UsageError) as e:
     print(f'label-images: {e}', file=sys.stderr)
     return EXIT_USAGE
 
@@ -103,21 +106,23 @@ def _run(argv, log_path):
   problems = model_handle_problems(args, local)
   if problems:
     raise UsageError('\n'.join(problems))
+  model = choose_model(args)
   prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
   identity = directory_identity(
-      args, local, load_int8(args.model_handle)[1] if args.engine == 'litert_int8' else None)
+      args, local, model,
+      load_int8(args.model_handle)[1] if args.engine == 'litert_int8' else None)
   if args.resume:
     require_same_identity(args.output, identity)
   started_at = report.now()
-  this = _ThisRun(argv, args, pipeline_options, new_run_id(started_at), started_at, identity,
-                  log_path)
+  this = _ThisRun(argv, args, pipeline_options, new_run_id(started_at), started_at, model,
+                  identity, log_path)
   # Recorded before the first part: a directory always says what produced its rows.
   _record(this, {}, {}, 'running')
   result = None
   try:
     with stop_on_signals(), (ProgressDisplay() if runs_in_this_process(pipeline_options)
                              else contextlib.nullcontext()), stderr_to_log(log_path, args.verbose):
-      result = build(args, pipeline_options, this.run_id).run()
+      result = build(args, pipeline_options, this.run_id, model).run()
       result.wait_until_finish()
   except Interrupted as stop:
     _stop(stop, this, result)
@@ -166,6 +171,7 @@ class _ThisRun(NamedTuple):
   options: PipelineOptions
   run_id: str
   started_at: datetime.datetime
+  model: ChosenModel
   identity: dict
   log_path: str
 
@@ -185,8 +191,8 @@ def require_same_identity(output_dir, identity):
 def _record(this, totals, distributions, status):
   """This run's entry in the directory's manifest; returns the entry and the directory's
   totals."""
-  run = report.build_manifest(this.args, this.options, this.run_id, totals, distributions,
-                              this.started_at, report.now(), status=status)
+  run = report.build_manifest(this.args, this.options, this.model, this.run_id, totals,
+                              distributions, this.started_at, report.now(), status=status)
   return run, report.write_manifest(this.args.output, run, this.identity)['totals']
 
 

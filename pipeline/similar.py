@@ -3,7 +3,7 @@
   label-images similar OUTPUT_DIR (--uri URI | --image PATH_OR_URI) [--k 10] [--json]
 
 --uri names an image in the output (its stored embedding is the query); --image is any
-image, decoded and embedded as the pipeline does, with the model the manifest names.
+image, decoded at the size and embedded by the model (and engine) the manifest records.
 The query image itself is never among the answers.
 """
 
@@ -18,6 +18,7 @@ from pipeline.console import add_verbose_flag, shortened, status
 from pipeline.embedding_index import NAN_OR_INF, SEARCH_NPROBE, index_for, unit_rows
 from transforms.decode import decode_image
 from transforms.model import load_engine
+from transforms.model_spec import recorded_spec
 from transforms.read import canonical_uri, read_image_bytes
 
 # More answers than anyone reads; k is also capped at the images indexed.
@@ -60,16 +61,23 @@ def stored_embedding(output_dir, embedding_index, uri):
 
 
 def embed_image(output_dir, uri):
-  """The embedding of any image, by the model (and engine) that labelled output_dir."""
+  """The embedding of any image, decoded and embedded as output_dir's images were: at its
+  model's size, by its model on its engine."""
   identity = (results.read_manifest(output_dir) or {}).get('identity')
   if not identity:
     raise QueryError(f'{output_dir} has no _manifest.json naming its model: --image needs it')
-  pixels, _, _ = decode_image(read_image_bytes(uri))
-  model = load_engine(identity['model_handle'], identity['feature_handle'], identity['engine'])
+  spec = recorded_spec(identity)
+  pixels, _, _ = decode_image(read_image_bytes(uri), size=spec.image_size)
+  model = load_engine(spec, identity['model_handle'], identity['feature_handle'],
+                      identity['engine'])
   return model.predict(pixels[None])[1][0]
 
 
-def _unit_query(embedding, query):
+def _unit_query(embedding_index, embedding, query):
+  if len(embedding) != embedding_index.width:
+    raise QueryError(f'the embedding of {query} is {len(embedding):,} wide, those of the '
+                     f'output {embedding_index.width:,}: the model its manifest names is not '
+                     'the one that labelled it')
   vectors, left_out = unit_rows([embedding])
   if left_out[0]:
     raise QueryError(f'the embedding of {query} {_no_direction(left_out[0])}')
@@ -89,7 +97,7 @@ def most_similar(output_dir, k=10, uri=None, image=None, progress=status):
   else:
     query = canonical_uri(image, os.getcwd())
     embedding, own_vector = embed_image(output_dir, image), None
-  unit_query = _unit_query(embedding, query)
+  unit_query = _unit_query(embedding_index, embedding, query)
   nearest = [(own_vector, 1.0)] if own_vector is not None else []
   if embedding_index.size:
     # k + 1 vectors hold k images besides the query, whether or not its own is among them.

@@ -1,13 +1,16 @@
-"""label-images stage-model: copy the two TF Hub modules to GCS once, for workers to load.
+"""label-images stage-model: copy the model to GCS once, for workers to load.
 
   label-images stage-model --source HANDLE --dest gs://BUCKET/PATH [--feature_source HANDLE]
+                           [--labels FILE] [--image_size N]
                            [--int8_calibration IMAGES [--int8_images 64] [--int8_holdout 200]]
 
 Thousands of workers loading from a bucket in their own region start faster, and more
 reliably, than each downloading from tfhub.dev. HANDLE is resolved once, through TF Hub's
-cache for a URL. It is either the classification module's handle (the feature-vector
+cache for a URL. It is a TF Hub classification module's handle (the feature-vector
 module's is then the same with 'classification' replaced by 'feature_vector', as on
-tfhub.dev) or a directory holding classification/ and feature_vector/.
+tfhub.dev), a directory holding classification/ and feature_vector/, or one SavedModel
+directory of the user's own (staged alone, as DEST/classification). --labels is copied
+beside them.
 
 With --int8_calibration (a glob or list of the user's images, as --input takes), it also
 quantizes the model to int8 on a deterministic sample of them and writes DEST/int8.tflite
@@ -25,16 +28,17 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.console import add_verbose_flag, plural
+from pipeline.models import ModelError, choose_model
 from pipeline.results import parse_with_filesystem_options
 from pipeline.options import DEFAULT_MODEL_HANDLE
 from transforms import int8
-from transforms.decode import IMAGE_SIZE, decode_image
+from transforms.decode import decode_image
 from transforms.failures import ImageError
-from transforms.files import created_atomically, write_bytes
+from transforms.files import created_atomically, read_bytes, write_bytes
 from transforms.inputs import list_input_uris
 from transforms.litert_engine import LiteRtModel, convert_to_tflite
 from transforms.model import load_image_model
-from transforms.model_store import local_model_dir
+from transforms.model_store import is_saved_model_dir, local_model_dir
 from transforms.quiet import native_stderr_hidden
 from transforms.read import local_path, read_image_bytes
 
@@ -42,12 +46,15 @@ MODULES = ('classification', 'feature_vector')
 
 
 def source_handles(source, feature_source=None):
-  """(classification handle, feature-vector handle) for --source and --feature_source."""
+  """(classification handle, feature-vector handle or None) for --source and
+  --feature_source."""
   if '://' not in source and all(
       os.path.isdir(os.path.join(source, module)) for module in MODULES):
     return tuple(os.path.join(source, module) for module in MODULES)
   if feature_source:
     return source, feature_source
+  if '://' not in source and is_saved_model_dir(source):
+    return source, None  # one model of the user's own: its embedding, if any, is its own
   if 'classification' not in source:
     raise ValueError(f'cannot tell the feature-vector module of {source}: pass --feature_source')
   return source, source.replace('classification', 'feature_vector')
@@ -84,28 +91,38 @@ def needs_copy(local_dir, target):
 
 
 def stage(handles, dest):
-  """Copies the two modules to DEST/classification and DEST/feature_vector, except where
-  they are there already; returns the staged (model_handle, feature_handle)."""
+  """Copies the modules to DEST/classification and DEST/feature_vector, except where
+  they are there already; returns the staged (model_handle, feature_handle or None)."""
+  handles = [handle for handle in handles if handle]
   local_dirs = [local_model_dir(handle) for handle in handles]
-  targets = [FileSystems.join(dest, module) for module in MODULES]
+  targets = [FileSystems.join(dest, module) for module in MODULES[:len(handles)]]
   copies = [needs_copy(local_dir, target) for local_dir, target in zip(local_dirs, targets)]
   for handle, local_dir, target, copy in zip(handles, local_dirs, targets, copies):
     if copy:
       print(f'staged {handle} -> {target} ({copy_tree(local_dir, target)} files)')
     else:
       print(f'{target} is already in place: nothing copied')
-  return tuple(targets)
+  return targets[0], (targets[1] if len(targets) > 1 else None)
 
 
-def decoded_pixels(uris):
+def stage_labels(labels, dest):
+  """Copies the --labels file to DEST, keeping its name; returns where it is now."""
+  target = FileSystems.join(dest, FileSystems.split(labels)[1])
+  if target != labels:
+    write_bytes(target, read_bytes(labels))
+    print(f'staged {labels} -> {target}')
+  return target
+
+
+def decoded_pixels(uris, size):
   """The images of `uris` preprocessed as the pipeline does; those that fail are skipped."""
   pixels = []
   for uri in uris:
     try:
-      pixels.append(decode_image(read_image_bytes(uri))[0])
+      pixels.append(decode_image(read_image_bytes(uri), size)[0])
     except ImageError:
       continue
-  return np.stack(pixels) if pixels else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+  return np.stack(pixels) if pixels else np.zeros((0, *size, 3), np.uint8)
 
 
 def calibration_sample(calibration_input, calibration_images, holdout_images):
@@ -120,13 +137,14 @@ def calibration_sample(calibration_input, calibration_images, holdout_images):
   return int8.split_sample(uris, calibration_images, holdout_images)
 
 
-def stage_int8(handles, dest, sample, calibration_input):
-  """Quantizes the model on the user's images; writes DEST/int8.tflite and DEST/int8.json
-  and returns the figures."""
-  calibration, holdout = (decoded_pixels(uris) for uris in sample)
+def stage_int8(model, handles, dest, sample, calibration_input):
+  """Quantizes the ChosenModel `model` on the user's images; writes DEST/int8.tflite and
+  DEST/int8.json and returns the figures."""
+  spec = model.spec
+  calibration, holdout = (decoded_pixels(uris, spec.image_size) for uris in sample)
   if not len(calibration):
     raise ValueError(f'--int8_calibration: no image of {calibration_input} could be decoded')
-  tf_model = load_image_model(*handles)
+  tf_model = load_image_model(spec, *handles)
   with native_stderr_hidden():  # the converter's own logging
     quantized = convert_to_tflite(tf_model, calibration)
     fp32 = convert_to_tflite(tf_model) if len(holdout) else None
@@ -134,7 +152,7 @@ def stage_int8(handles, dest, sample, calibration_input):
       'created_at': datetime.datetime.now(datetime.timezone.utc).isoformat(),
       'model_handle': handles[0], 'feature_handle': handles[1],
       'calibration_input': calibration_input, 'calibration_images': int(len(calibration)),
-      'holdout': (int8.agreement(LiteRtModel(fp32), LiteRtModel(quantized), holdout)
+      'holdout': (int8.agreement(LiteRtModel(fp32, spec), LiteRtModel(quantized, spec), holdout)
                   if len(holdout) else None),
   }
   model_path, figures_path = int8.int8_paths(FileSystems.join(dest, MODULES[0]))
@@ -150,24 +168,35 @@ def holdout_line(holdout):
   if not holdout:
     return ('no image was left to measure its agreement with fp32: give --int8_calibration '
             'more images than --int8_images')
-  return (f"on {plural(holdout['images'], 'held-out image')}: the same top label as fp32 for "
-          f"{holdout['labels_agree']:.1%}; embedding cosine with fp32 least "
-          f"{holdout['embedding_cosine_min']:.3f}, median {holdout['embedding_cosine_median']:.3f}")
+  line = (f"on {plural(holdout['images'], 'held-out image')}: the same top label as fp32 for "
+          f"{holdout['labels_agree']:.1%}")
+  if holdout.get('embedding_cosine_min') is None:
+    return line
+  return (f"{line}; embedding cosine with fp32 least {holdout['embedding_cosine_min']:.3f}, "
+          f"median {holdout['embedding_cosine_median']:.3f}")
 
 
 def main(argv):
   parser = argparse.ArgumentParser(
       prog='label-images stage-model',
-      description='Copies the classification and feature-vector modules of a TF Hub model to '
-      'GCS (or any Beam filesystem) once, for workers to load from there.')
+      description='Copies a model (a TF Hub classification module and its feature-vector '
+      'twin, or one SavedModel of your own) and its labels to GCS (or any Beam filesystem) '
+      'once, for workers to load from there.')
   parser.add_argument('--source', default=DEFAULT_MODEL_HANDLE,
-                      help='TF Hub handle of the classification module, or a directory with '
-                      'classification/ and feature_vector/. Default: %(default)s')
+                      help='TF Hub handle of the classification module, a directory with '
+                      'classification/ and feature_vector/, or one SavedModel directory. '
+                      'Default: %(default)s')
   parser.add_argument('--feature_source',
                       help="the feature-vector module's handle, where it is not the source's "
                       "with 'classification' replaced by 'feature_vector'")
   parser.add_argument('--dest', required=True,
                       help='where to copy them: DEST/classification and DEST/feature_vector')
+  parser.add_argument('--labels',
+                      help='the class names file to copy beside them, as label-images '
+                      '--labels takes it')
+  parser.add_argument('--image_size', type=int,
+                      help='for a model that takes any size: the size to calibrate int8 at, '
+                      'as label-images --image_size')
   parser.add_argument('--int8_calibration',
                       help='also quantize the model to int8 (for --engine litert_int8), '
                       'calibrated on a sample of these images: a glob or a .txt/.csv/.parquet '
@@ -183,12 +212,19 @@ def main(argv):
     handles = source_handles(args.source, args.feature_source)
     sample = (calibration_sample(args.int8_calibration, args.int8_images, args.int8_holdout)
               if args.int8_calibration else None)
-    model_handle, feature_handle = stage(handles, args.dest)
+    model = choose_model(argparse.Namespace(
+        model_handle=handles[0], feature_handle=handles[1], labels=args.labels,
+        image_size=args.image_size)) if sample else None
+    staged = {'--model_handle': None, '--feature_handle': None, '--labels': None}
+    staged['--model_handle'], staged['--feature_handle'] = stage(handles, args.dest)
+    if args.labels:
+      staged['--labels'] = stage_labels(args.labels, args.dest)
     if sample:
-      stage_int8(handles, args.dest, sample, args.int8_calibration)
-  except (ValueError, FileNotFoundError) as e:
+      stage_int8(model, handles, args.dest, sample, args.int8_calibration)
+  except (ModelError, ValueError, FileNotFoundError) as e:
     parser.error(str(e))
-  print(f'label-images ... --model_handle {model_handle} --feature_handle {feature_handle}')
+  print('label-images ... ' + ' '.join(f'{flag} {value}' for flag, value in staged.items()
+                                       if value))
   return 0
 
 

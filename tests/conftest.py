@@ -17,6 +17,8 @@ SHARED_FIXTURES = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'fixtures'
 TFLITE_MODEL = os.path.join(SHARED_FIXTURES, 'mobilenet_v2_1.0_224_quant.tflite')
 PHOTOS_DIR = os.path.join(SHARED_FIXTURES, 'images')
 LABELS_FILE = os.path.join(SHARED_FIXTURES, 'imagenet_labels.txt')
+# The (height, width) the fixture MobileNet V2 takes.
+MODEL_SIZE = (224, 224)
 
 # Top-1 of the reference model, from ../shared/fixtures/README.md; face.jpg is ambiguous.
 REFERENCE_LABELS = {
@@ -63,9 +65,17 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
-def image_model(model_dir):
+def model_spec(model_dir):
+  """The fixture pair's ModelSpec, read from the modules as a run reads it."""
+  from transforms.describe import describe  # pylint: disable=import-outside-toplevel
+  return describe(str(model_dir / 'classification'), str(model_dir / 'feature_vector'))
+
+
+@pytest.fixture(scope='session')
+def image_model(model_dir, model_spec):
   from transforms.model import load_image_model  # pylint: disable=import-outside-toplevel
-  return load_image_model(str(model_dir / 'classification'), str(model_dir / 'feature_vector'))
+  return load_image_model(model_spec, str(model_dir / 'classification'),
+                          str(model_dir / 'feature_vector'))
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS, ROOT, last_run
+from conftest import ALL_PHOTOS, MODEL_SIZE, PHOTOS_DIR, REFERENCE_LABELS, ROOT, last_run
 from synthetic_embeddings import write_output
 from transforms.decode import decode_image
 from transforms.schema import ERRORS, part_glob
@@ -79,7 +79,7 @@ def test_scores_are_the_softmax_of_the_models_logits(model_dir, image_model, tmp
   pixels = []
   for row in rows:
     with open(row['uri'], 'rb') as f:
-      pixels.append(decode_image(f.read())[0])
+      pixels.append(decode_image(f.read(), MODEL_SIZE)[0])
   logits, embeddings = image_model.predict(np.stack(pixels))
   exponentials = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
   probabilities = exponentials / exponentials.sum(axis=1, keepdims=True)

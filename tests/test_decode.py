@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PHOTOS_DIR, unavailable
+from conftest import MODEL_SIZE, PHOTOS_DIR, unavailable
 from transforms import decode
-from transforms.decode import IMAGE_SIZE, central_crop_box, decode_image
+from transforms.decode import central_crop_box, decode_image
 from transforms.failures import ImageError
 
 
@@ -31,14 +31,14 @@ def test_central_crop_keeps_87_5_percent_around_the_centre():
 
 @pytest.mark.parametrize('mode', ['RGB', 'L', 'RGBA', 'LA', 'P', 'CMYK', '1'])
 def test_every_mode_becomes_rgb_uint8(mode):
-  pixels, width, height = decode_image(encode(gradient_image().convert(mode), 'TIFF'))
-  assert pixels.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and pixels.dtype == np.uint8
+  pixels, width, height = decode_image(encode(gradient_image().convert(mode), 'TIFF'), MODEL_SIZE)
+  assert pixels.shape == (*MODEL_SIZE, 3) and pixels.dtype == np.uint8
   assert (width, height) == (64, 48)
 
 
 def test_16_bit_grayscale_is_scaled_not_clipped():
   gray = np.full((32, 32), 40000, dtype=np.uint16)
-  pixels, _, _ = decode_image(encode(Image.fromarray(gray), 'PNG'))
+  pixels, _, _ = decode_image(encode(Image.fromarray(gray), 'PNG'), MODEL_SIZE)
   assert np.all(pixels == 40000 >> 8)
 
 
@@ -46,9 +46,9 @@ def test_exif_orientation_is_applied():
   image = gradient_image(64, 48)
   exif = Image.Exif()
   exif[0x0112] = 6  # stored rotated: display turned 90 degrees clockwise
-  pixels, width, height = decode_image(encode(image, 'JPEG', exif=exif, quality=95))
+  pixels, width, height = decode_image(encode(image, 'JPEG', exif=exif, quality=95), MODEL_SIZE)
   upright, _, _ = decode_image(encode(image.transpose(Image.Transpose.ROTATE_270), 'JPEG',
-                                      quality=95))
+                                      quality=95), MODEL_SIZE)
   assert (width, height) == (48, 64)
   assert np.abs(pixels.astype(int) - upright.astype(int)).mean() < 3
 
@@ -56,7 +56,7 @@ def test_exif_orientation_is_applied():
 def test_first_frame_of_an_animation():
   frames = [Image.new('RGB', (20, 20), color) for color in ((255, 0, 0), (0, 0, 255))]
   data = encode(frames[0], 'GIF', save_all=True, append_images=frames[1:])
-  pixels, _, _ = decode_image(data)
+  pixels, _, _ = decode_image(data, MODEL_SIZE)
   assert tuple(pixels[112, 112]) == (255, 0, 0)
 
 
@@ -65,9 +65,9 @@ def test_matches_a_plain_resize_of_the_photo():
   if not os.path.exists(path):
     unavailable('the shared photos are absent')
   with open(path, 'rb') as f:
-    pixels, width, height = decode_image(f.read())
+    pixels, width, height = decode_image(f.read(), MODEL_SIZE)
   image = Image.open(path).convert('RGB')
-  expected = image.crop((32, 58, 480, 871)).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+  expected = image.crop((32, 58, 480, 871)).resize(MODEL_SIZE, Image.BILINEAR)
   assert (width, height) == (512, 929)
   assert np.abs(pixels.astype(int) - np.asarray(expected, int)).mean() < 2
 
@@ -79,14 +79,14 @@ def test_matches_a_plain_resize_of_the_photo():
 ])
 def test_broken_bytes_raise_image_error(data, error):
   with pytest.raises(ImageError) as raised:
-    decode_image(data)
+    decode_image(data, MODEL_SIZE)
   assert raised.value.error == error
 
 
 def test_too_many_pixels_is_refused_before_decoding():
   data = encode(Image.new('L', (3000, 2000)), 'PNG')
   with pytest.raises(ImageError) as raised:
-    decode_image(data, max_pixels=1_000_000)
+    decode_image(data, MODEL_SIZE, max_pixels=1_000_000)
   assert raised.value.error == 'too_many_pixels'
   assert '3000x2000' in raised.value.message
 
@@ -99,7 +99,7 @@ def test_too_many_pixels_is_refused_before_decoding():
 def test_every_format_cut_short_is_truncated(fmt, params, kept):
   data = encode(gradient_image(256, 192), fmt, **params)
   with pytest.raises(ImageError) as raised:
-    decode_image(data[:int(len(data) * kept)])
+    decode_image(data[:int(len(data) * kept)], MODEL_SIZE)
   assert raised.value.error == 'truncated'
 
 
@@ -116,14 +116,14 @@ def test_every_format_cut_short_is_truncated(fmt, params, kept):
     (gradient_image().convert('RGBA'), 'WEBP', {'lossless': True}),
 ])
 def test_less_common_modes_and_containers_decode(image, fmt, params):
-  pixels, width, height = decode_image(encode(image, fmt, **params))
-  assert pixels.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+  pixels, width, height = decode_image(encode(image, fmt, **params), MODEL_SIZE)
+  assert pixels.shape == (*MODEL_SIZE, 3)
   assert (width, height) == image.size
 
 
 def test_a_malformed_exif_block_keeps_the_image():
   data = bytearray(encode(gradient_image(), 'JPEG', exif=b'Exif\x00\x00II*\x00\xff\xff\xff\xff'))
-  pixels, width, height = decode_image(bytes(data))
+  pixels, width, height = decode_image(bytes(data), MODEL_SIZE)
   assert (width, height) == (64, 48) and pixels.std() > 10
 
 
@@ -133,8 +133,8 @@ def test_a_large_jpeg_decodes_at_reduced_scale_to_nearly_the_same_pixels(
   exif = Image.Exif()
   exif[0x0112] = orientation
   data = encode(gradient_image(3000, 2000), 'JPEG', quality=90, exif=exif)
-  pixels, width, height = decode_image(data)
-  monkeypatch.setattr(decode, 'DRAFT_MIN_SIDE', 10 ** 6)  # no reduction
-  full_pixels, full_width, full_height = decode_image(data)
+  pixels, width, height = decode_image(data, MODEL_SIZE)
+  monkeypatch.setattr(decode, 'draft_min_side', lambda size: 10 ** 6)  # no reduction
+  full_pixels, full_width, full_height = decode_image(data, MODEL_SIZE)
   assert (width, height) == (full_width, full_height) == upright_size
   assert np.abs(pixels.astype(int) - full_pixels.astype(int)).mean() < 2

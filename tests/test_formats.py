@@ -10,7 +10,7 @@ import pillow_heif
 import pytest
 from PIL import Image
 
-from conftest import PHOTOS_DIR, ROOT
+from conftest import MODEL_SIZE, PHOTOS_DIR, ROOT
 from corpus import write_dng
 from transforms import camera_raw, formats
 from transforms.decode import decode_image
@@ -28,21 +28,21 @@ def encoded(fmt, **params):
 def test_formats_are_recognised_by_content(fmt, name):
   data = encoded(fmt)
   assert formats.sniff(data) == name
-  pixels, width, height = decode_image(data)
+  pixels, width, height = decode_image(data, MODEL_SIZE)
   assert pixels.shape == (224, 224, 3) and (width, height) == (512, 929)
 
 
 def test_the_primary_image_of_a_heif_with_two_is_decoded():
   data = encoded('HEIF', save_all=True, append_images=[Image.new('RGB', (64, 64))])
   assert len(pillow_heif.open_heif(io.BytesIO(data))) == 2
-  _, width, height = decode_image(data)
+  _, width, height = decode_image(data, MODEL_SIZE)
   assert (width, height) == (512, 929)
 
 
 @pytest.mark.parametrize('fmt', ['HEIF', 'JXL'])
 def test_the_pixel_limit_holds_before_decoding(fmt):
   with pytest.raises(ImageError) as raised:
-    decode_image(encoded(fmt), max_pixels=1000)
+    decode_image(encoded(fmt), MODEL_SIZE, max_pixels=1000)
   assert raised.value.error == 'too_many_pixels'
 
 
@@ -52,7 +52,7 @@ def decoded_without(module, path):
   code = (f'import sys; sys.modules[{module!r}] = None\n'
           'from transforms.decode import decode_image\n'
           'from transforms.failures import ImageError\n'
-          f'try:\n  decode_image(open({str(path)!r}, "rb").read())\n'
+          f'try:\n  decode_image(open({str(path)!r}, "rb").read(), (224, 224))\n'
           'except ImageError as e:\n  print(e.error); print(e.message)\n')
   result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, check=False)
@@ -83,7 +83,7 @@ def test_camera_raw_uses_a_large_enough_preview_else_develops(tmp_path, size, pr
   assert camera_raw.is_camera_raw(data)
   image, how = camera_raw.open_camera_raw(data, max_pixels=10**8)
   assert how == used and image.size == size
-  pixels, width, height = decode_image(data)
+  pixels, width, height = decode_image(data, MODEL_SIZE)
   assert pixels.shape == (224, 224, 3) and (width, height) == size
 
 

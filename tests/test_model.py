@@ -8,13 +8,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from conftest import PHOTOS_DIR, REFERENCE_LABELS
+from conftest import MODEL_SIZE, PHOTOS_DIR, REFERENCE_LABELS
 from transforms.decode import DecodedImage, decode_image
 from transforms.failures import Failure
-from transforms.inference import MobileNetHandler, ModelOutput
+from transforms.describe import describe, probe_pixels
+from transforms.inference import ImageModelHandler, ModelOutput
 from transforms import model
 from transforms.litert_engine import LiteRtModel
-from transforms.model import ImageModel, find_head, load_engine, load_image_model, probe_pixels
+from transforms.model import ImageModel, find_head, load_engine, load_image_model
 
 
 class TinyModule(tf.train.Checkpoint):
@@ -41,10 +42,12 @@ class TinyModule(tf.train.Checkpoint):
 
 
 def save_tiny(directory, head_matches=True, listed_variables=True):
+  """(spec, classification handle, feature-vector handle) of a tiny TF Hub-style pair."""
   for name, classify in (('classification', True), ('feature_vector', False)):
     module = TinyModule(classify, head_matches, listed_variables)
     tf.saved_model.save(module, str(directory / name))
-  return str(directory / 'classification'), str(directory / 'feature_vector')
+  handles = str(directory / 'classification'), str(directory / 'feature_vector')
+  return (describe(*handles), *handles)
 
 
 def test_fixture_modules_have_the_tf_hub_layout(model_dir):
@@ -57,12 +60,18 @@ def test_fixture_modules_have_the_tf_hub_layout(model_dir):
   assert tuple(layer(np.zeros((2, 224, 224, 3), np.float32)).shape) == (2, 1280)
 
 
-def test_one_forward_pass_matches_the_classifier(model_dir, image_model):
-  assert image_model.fused
+def test_the_description_is_read_from_the_modules(model_spec):
+  assert model_spec.to_dict() == {
+      'image_size': [224, 224], 'classes': 1001, 'scores': 'logits', 'embedding_width': 1280,
+      'form': 'pair', 'class_output': None, 'embedding_output': None}
+
+
+def test_one_forward_pass_matches_the_classifier(model_dir, model_spec, image_model):
+  assert image_model.one_pass
   classifier = tf.saved_model.load(str(model_dir / 'classification'))
-  head = find_head(classifier)
+  head = find_head(classifier, model_spec)
   assert head[0].shape == (1280, 1001) and head[1].shape == (1001,)
-  pixels = probe_pixels()
+  pixels = probe_pixels(MODEL_SIZE)
   logits, embeddings = image_model.predict(pixels)
   reference = classifier(pixels.astype(np.float32) / 255.0).numpy()
   assert embeddings.shape == (2, 1280)
@@ -76,10 +85,12 @@ def module_calls(image_model):
           if op.type in ('StatefulPartitionedCall', 'PartitionedCall')]
 
 
-def test_one_forward_pass_runs_one_module_once(model_dir, image_model):
+def test_one_forward_pass_runs_one_module_once(model_dir, model_spec, image_model):
   assert len(module_calls(image_model)) == 1
-  both = ImageModel(tf.saved_model.load(str(model_dir / 'classification')),
-                    tf.saved_model.load(str(model_dir / 'feature_vector')), None)
+  classifier, features = (tf.saved_model.load(str(model_dir / name))
+                          for name in ('classification', 'feature_vector'))
+  both = ImageModel(model_spec, lambda images: (classifier(images), features(images)),
+                    tf.train.Checkpoint(classifier=classifier, features=features))
   assert len(module_calls(both)) == 2  # what the count sees when both modules run
 
 
@@ -90,49 +101,49 @@ def test_labels_the_photos_as_the_reference(image_model, shared_fixtures):
 
 
 def test_falls_back_to_both_modules_when_the_head_does_not_match(tmp_path, caplog):
-  classification, feature_vector = save_tiny(tmp_path, head_matches=False)
+  spec, classification, feature_vector = save_tiny(tmp_path, head_matches=False)
   with caplog.at_level(logging.WARNING):
-    model = load_image_model(classification, feature_vector)
-  assert not model.fused
+    model = load_image_model(spec, classification, feature_vector)
+  assert not model.one_pass
   assert 'two forward passes' in caplog.text
-  pixels = probe_pixels()
+  pixels = probe_pixels(MODEL_SIZE)
   logits, _ = model.predict(pixels)
   reference = tf.saved_model.load(classification)(pixels.astype(np.float32) / 255.0).numpy()
   assert np.allclose(logits, reference, atol=1e-5)
 
 
 def test_fuses_a_matching_head_of_another_model(tmp_path):
-  assert load_image_model(*save_tiny(tmp_path)).fused
+  assert load_image_model(*save_tiny(tmp_path)).one_pass
 
 
 def test_runs_both_modules_when_no_head_is_listed(tmp_path, caplog):
   with caplog.at_level(logging.WARNING):
-    assert not load_image_model(*save_tiny(tmp_path, listed_variables=False)).fused
+    assert not load_image_model(*save_tiny(tmp_path, listed_variables=False)).one_pass
   assert 'No single 1280x1001 head' in caplog.text
 
 
-def test_loads_models_from_gcs(model_dir, gcs_bucket):
+def test_loads_models_from_gcs(model_dir, model_spec, gcs_bucket):
   bucket, bucket_uri = gcs_bucket
   for root, _, files in os.walk(model_dir):
     for name in files:
       local = os.path.join(root, name)
       bucket.blob('models/' + os.path.relpath(local, model_dir)).upload_from_filename(local)
-  model = load_image_model(f'{bucket_uri}/models/classification',
+  model = load_image_model(model_spec, f'{bucket_uri}/models/classification',
                            f'{bucket_uri}/models/feature_vector/')
-  assert model.fused
-  logits, _ = model.predict(probe_pixels())
+  assert model.one_pass
+  logits, _ = model.predict(probe_pixels(MODEL_SIZE))
   assert logits.shape == (2, 1001)
 
 
-def test_a_missing_local_model_fails_clearly(tmp_path):
+def test_a_missing_local_model_fails_clearly(tmp_path, model_spec):
   with pytest.raises(FileNotFoundError, match='neither a URL nor a local directory'):
-    load_image_model(str(tmp_path / 'nothing'), str(tmp_path / 'nothing'))
+    load_image_model(model_spec, str(tmp_path / 'nothing'), str(tmp_path / 'nothing'))
 
 
-def test_a_failing_batch_is_retried_image_by_image(image_model):
+def test_a_failing_batch_is_retried_image_by_image(model_spec, image_model):
   good = DecodedImage('good.jpg', np.zeros((224, 224, 3), np.uint8), 1, 1)
   bad = DecodedImage('bad.jpg', np.zeros((224, 100, 3), np.uint8), 1, 1)
-  handler = MobileNetHandler('M', 'F')
+  handler = ImageModelHandler(model_spec, 'M', 'F')
   results = handler.run_inference([good, bad, good], image_model)
   assert [r.example.uri for r in results] == ['good.jpg', 'bad.jpg', 'good.jpg']
   assert isinstance(results[0].inference, ModelOutput)
@@ -153,12 +164,13 @@ def photo_pixels():
   pixels = []
   for name in names:
     with open(os.path.join(PHOTOS_DIR, name), 'rb') as f:
-      pixels.append(decode_image(f.read())[0])
+      pixels.append(decode_image(f.read(), MODEL_SIZE)[0])
   return names, np.stack(pixels)
 
 
-def test_the_fast_engine_matches_tensorflow(model_dir, image_model, tflite_cache):
-  fast = load_engine(str(model_dir / 'classification'), str(model_dir / 'feature_vector'))
+def test_the_fast_engine_matches_tensorflow(model_dir, model_spec, image_model, tflite_cache):
+  fast = load_engine(model_spec, str(model_dir / 'classification'),
+                       str(model_dir / 'feature_vector'))
   assert isinstance(fast, LiteRtModel)
   names, pixels = photo_pixels()
   logits, embeddings = fast.predict(pixels)
@@ -170,8 +182,8 @@ def test_the_fast_engine_matches_tensorflow(model_dir, image_model, tflite_cache
   assert np.max(np.abs(logits - tf_logits)) < 1e-2
 
 
-def test_a_checked_conversion_is_reused_without_tensorflow(model_dir, tflite_cache, monkeypatch):
-  handles = str(model_dir / 'classification'), str(model_dir / 'feature_vector')
+def test_a_checked_conversion_is_reused_without_tensorflow(model_dir, model_spec, tflite_cache, monkeypatch):
+  handles = model_spec, str(model_dir / 'classification'), str(model_dir / 'feature_vector')
   load_engine(*handles)
   assert len(list(tflite_cache.glob('*.tflite'))) == 1
 
@@ -181,19 +193,20 @@ def test_a_checked_conversion_is_reused_without_tensorflow(model_dir, tflite_cac
   assert isinstance(load_engine(*handles), LiteRtModel)
 
 
-def test_falls_back_to_tensorflow_when_conversion_fails(model_dir, tflite_cache, monkeypatch,
+def test_falls_back_to_tensorflow_when_conversion_fails(model_dir, model_spec, tflite_cache, monkeypatch,
                                                         caplog):
   def broken_converter(tf_model):
     raise RuntimeError('converter crashed')
   monkeypatch.setattr(model, 'convert_to_tflite', broken_converter)
   with caplog.at_level(logging.WARNING):
-    engine = load_engine(str(model_dir / 'classification'), str(model_dir / 'feature_vector'))
+    engine = load_engine(model_spec, str(model_dir / 'classification'),
+                         str(model_dir / 'feature_vector'))
   assert isinstance(engine, ImageModel)
   assert 'LiteRT engine is unavailable (RuntimeError: converter crashed)' in caplog.text
   assert not list(tflite_cache.glob('*.tflite'))
 
 
-def test_falls_back_to_tensorflow_when_the_conversion_disagrees(model_dir, tflite_cache,
+def test_falls_back_to_tensorflow_when_the_conversion_disagrees(model_dir, model_spec, tflite_cache,
                                                                 monkeypatch, caplog):
   class OffByOne(LiteRtModel):
     def predict(self, pixels):
@@ -201,22 +214,25 @@ def test_falls_back_to_tensorflow_when_the_conversion_disagrees(model_dir, tflit
       return logits + 1.0, embeddings
   monkeypatch.setattr(model, 'LiteRtModel', OffByOne)
   with caplog.at_level(logging.WARNING):
-    engine = load_engine(str(model_dir / 'classification'), str(model_dir / 'feature_vector'))
+    engine = load_engine(model_spec, str(model_dir / 'classification'),
+                         str(model_dir / 'feature_vector'))
   assert isinstance(engine, ImageModel)
   assert 'differs from TensorFlow' in caplog.text and 'running on TensorFlow' in caplog.text
   assert not list(tflite_cache.glob('*.tflite'))
 
 
-def test_the_tf_engine_is_tensorflow(model_dir):
-  engine = load_engine(str(model_dir / 'classification'), str(model_dir / 'feature_vector'), 'tf')
-  assert isinstance(engine, ImageModel) and engine.fused
+def test_the_tf_engine_is_tensorflow(model_dir, model_spec):
+  engine = load_engine(model_spec, str(model_dir / 'classification'),
+                       str(model_dir / 'feature_vector'), 'tf')
+  assert isinstance(engine, ImageModel) and engine.one_pass
 
 
-def test_the_fast_engine_isolates_a_bad_image_in_a_batch(model_dir, tflite_cache):
-  fast = load_engine(str(model_dir / 'classification'), str(model_dir / 'feature_vector'))
+def test_the_fast_engine_isolates_a_bad_image_in_a_batch(model_dir, model_spec, tflite_cache):
+  fast = load_engine(model_spec, str(model_dir / 'classification'),
+                       str(model_dir / 'feature_vector'))
   with pytest.raises(ValueError, match='expected pixels of shape'):
     fast.predict(np.zeros((1, 224, 100, 3), np.uint8))
   good = DecodedImage('good.jpg', np.zeros((224, 224, 3), np.uint8), 1, 1)
   bad = DecodedImage('bad.jpg', np.zeros((224, 100, 3), np.uint8), 1, 1)
-  results = MobileNetHandler('M', 'F').run_inference([good, bad, good], fast)
+  results = ImageModelHandler(model_spec, 'M', 'F').run_inference([good, bad, good], fast)
   assert [type(r.inference).__name__ for r in results] == ['ModelOutput', 'Failure', 'ModelOutput']

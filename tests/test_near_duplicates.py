@@ -8,9 +8,8 @@ import pytest
 
 from pipeline import duplicates, embedding_index, similar
 from pipeline.output_dir import DUPLICATES_FILE, INDEX_DIR
-from synthetic_embeddings import write_output
-from transforms.model import EMBEDDING_SIZE
-from transforms.schema import LABELS_SCHEMA
+from synthetic_embeddings import WIDTH, write_output
+from transforms.schema import labels_schema
 
 IMAGES, PLANTED = 6_000, 100
 
@@ -79,25 +78,26 @@ def test_similar_over_the_inverted_file_finds_the_source_of_a_copy(
 
 
 def _output_of(tmp_path, vectors):
-  count = len(vectors)
+  vectors = np.asarray(vectors, np.float32)
+  count, width = vectors.shape
   table = pa.table({
       'uri': [f'/photos/{i}.jpg' for i in range(count)], 'label': ['x'] * count,
       'label_index': pa.array([1] * count, pa.int32()),
       'score': pa.array([0.5] * count, pa.float32()),
       'top_k_labels': [['x']] * count, 'top_k_scores': pa.array([[0.5]] * count,
                                                                 pa.list_(pa.float32())),
-      'embedding': pa.FixedSizeListArray.from_arrays(
-          pa.array(np.asarray(vectors, np.float32).ravel()), EMBEDDING_SIZE),
+      'embedding': pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), width),
       'width': pa.array([1] * count, pa.int32()), 'height': pa.array([1] * count, pa.int32()),
       'model': ['m'] * count,
-  }, schema=LABELS_SCHEMA)
+  }, schema=labels_schema(width))
   pq.write_table(table, tmp_path / 'labels-run-0-00000.parquet')
   return str(tmp_path)
 
 
-def test_a_chain_of_pairs_is_one_group(tmp_path):
+@pytest.mark.parametrize('width', [WIDTH, 3])
+def test_a_chain_of_pairs_is_one_group(tmp_path, width):
   """a~b and b~c above the threshold, a~c below it: still one group of three."""
-  axes = np.eye(EMBEDDING_SIZE)
+  axes = np.eye(width)
   angle = np.arccos(0.95)
   a = axes[0]
   b = np.cos(angle) * axes[0] + np.sin(angle) * axes[1]

@@ -8,13 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import results
-from transforms.model import EMBEDDING_SIZE
-from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
+from synthetic_embeddings import WIDTH
+from transforms.schema import ERRORS_SCHEMA, labels_schema
 
 COLUMNS = ['uri', 'label', 'score', 'top_k_labels', 'top_k_scores', 'embedding']
 
 
-def labels_table(first, count):
+def labels_table(first, count, width=WIDTH):
   rng = np.random.default_rng(first)
   uris = [f'/photos/{row}.jpg' for row in range(first, first + count)]
   return pa.table({
@@ -24,10 +24,10 @@ def labels_table(first, count):
       'top_k_labels': [['cat', 'dog']] * count,
       'top_k_scores': pa.array([[0.6, 0.4]] * count, pa.list_(pa.float32())),
       'embedding': pa.FixedSizeListArray.from_arrays(
-          pa.array(rng.uniform(size=count * EMBEDDING_SIZE), pa.float32()), EMBEDDING_SIZE),
+          pa.array(rng.uniform(size=count * width), pa.float32()), width),
       'width': pa.array([64] * count, pa.int32()), 'height': pa.array([48] * count, pa.int32()),
       'model': ['m'] * count,
-  }, schema=LABELS_SCHEMA)
+  }, schema=labels_schema(width))
 
 
 def as_spark_writes(table):
@@ -38,14 +38,14 @@ def as_spark_writes(table):
            'top_k_scores': pa.large_list(pa.float32()), 'embedding': pa.list_(pa.float32()),
            'model': pa.large_string()}
   table = table.cast(pa.schema([pa.field(field.name, types.get(field.name, field.type))
-                                for field in LABELS_SCHEMA]))
+                                for field in table.schema]))
   return table.set_column(1, 'label', table.column('label').dictionary_encode())
 
 
-def write_rewritten_parts(directory):
+def write_rewritten_parts(directory, width=WIDTH):
   """Parts of 4 rows each as pandas, DuckDB, Spark and the pipeline write them, and empty
   parts from pandas and DuckDB; returns every row, in part order."""
-  tables = [labels_table(first, 4) for first in range(0, 16, 4)]
+  tables = [labels_table(first, 4, width) for first in range(0, 16, 4)]
   frame = tables[0].to_pandas()
   frame['label'] = frame['label'].astype('category')
   frame.to_parquet(directory / 'labels-0-pandas.parquet')
@@ -60,14 +60,18 @@ def write_rewritten_parts(directory):
   return pa.concat_tables(tables)
 
 
-def test_batches_of_rewritten_parts_have_the_outputs_types(tmp_path):
-  expected = write_rewritten_parts(tmp_path)
+@pytest.mark.parametrize('width', [WIDTH, 64, 2048])
+def test_batches_of_rewritten_parts_have_the_outputs_types(tmp_path, width):
+  """At the width the parts hold, told by rows where a tool rewrote the embedding as a
+  plain list."""
+  expected = write_rewritten_parts(tmp_path, width)
+  schema = labels_schema(width)
   rewritten = [path.name for path in tmp_path.iterdir()
-               if not pq.read_schema(path).remove_metadata().equals(LABELS_SCHEMA)]
+               if not pq.read_schema(path).remove_metadata().equals(schema)]
   assert len(rewritten) == 5, rewritten
 
   batches = list(results.read_batches(results.label_parts(str(tmp_path)), COLUMNS))
-  wanted = pa.schema([LABELS_SCHEMA.field(name) for name in COLUMNS])
+  wanted = pa.schema([schema.field(name) for name in COLUMNS])
   assert all(batch.schema.equals(wanted) for batch in batches)
   table = pa.Table.from_batches(batches)  # what failed: "Schema at index 1 was different"
   assert table.to_pylist() == expected.select(COLUMNS).to_pylist()
@@ -91,4 +95,34 @@ def test_a_part_with_a_missing_uri_is_refused_by_name(tmp_path):
   table = table.set_column(0, 'uri', pa.array(['/a.jpg', None], pa.large_string()))
   pq.write_table(table, tmp_path / 'labels-0.parquet')
   with pytest.raises(results.UnreadablePartError, match='labels-0.parquet'):
+    list(results.read_batches(results.label_parts(str(tmp_path)), COLUMNS))
+
+
+def test_parts_of_two_widths_are_refused_by_name(tmp_path):
+  """Whichever way the second part stores its embeddings."""
+  pq.write_table(labels_table(0, 2, 64), tmp_path / 'labels-0.parquet')
+  for second in (labels_table(2, 2, 2048), as_spark_writes(labels_table(2, 2, 2048))):
+    pq.write_table(second, tmp_path / 'labels-1.parquet')
+    with pytest.raises(results.UnreadablePartError,
+                       match='labels-1.parquet holds 2,048-wide embeddings, the parts before '
+                       'it 64-wide'):
+      list(results.read_batches(results.label_parts(str(tmp_path)), COLUMNS))
+  # Columns without the embedding read as before.
+  assert len(list(results.read_batches(results.label_parts(str(tmp_path)), ['uri']))) == 2
+
+
+def test_a_plain_list_of_embeddings_of_two_lengths_is_refused(tmp_path):
+  table = as_spark_writes(labels_table(0, 2, 64))
+  embeddings = pa.array([[0.5] * 64, [0.5] * 63], pa.list_(pa.float32()))
+  pq.write_table(table.set_column(table.schema.get_field_index('embedding'), 'embedding',
+                                  embeddings), tmp_path / 'labels-0.parquet')
+  with pytest.raises(results.UnreadablePartError,
+                     match='labels-0.parquet holds embeddings of 63 to 64 values'):
+    list(results.read_batches(results.label_parts(str(tmp_path)), COLUMNS))
+
+
+def test_a_part_without_a_column_others_have_is_refused_by_name(tmp_path):
+  pq.write_table(labels_table(0, 2), tmp_path / 'labels-0.parquet')
+  pq.write_table(labels_table(2, 2).drop_columns(['embedding']), tmp_path / 'labels-1.parquet')
+  with pytest.raises(results.UnreadablePartError, match='labels-1.parquet .* no column embedding'):
     list(results.read_batches(results.label_parts(str(tmp_path)), COLUMNS))

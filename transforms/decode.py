@@ -1,8 +1,8 @@
-"""Decoding image bytes into the network's input: 224x224 RGB uint8 pixels.
+"""Decoding image bytes into the network's input: RGB uint8 pixels at the model's size.
 
-Preprocessing follows how MobileNet V2 was evaluated: RGB, an 87.5% central crop,
-a bilinear resize to 224x224. Pixels stay uint8 between stages (4x smaller than
-float); the model scales them to [0, 1].
+Preprocessing follows how TF Hub's image classifiers were evaluated: RGB, an 87.5% central
+crop, a bilinear resize to the (height, width) the model takes. Pixels stay uint8 between
+stages (4x smaller than float); the model scales them to [0, 1].
 """
 
 import io
@@ -17,11 +17,7 @@ from PIL import Image, ImageOps
 from transforms import camera_raw, formats, metrics
 from transforms.failures import FAILURES, Failure, ImageError
 
-IMAGE_SIZE = 224
 CENTRAL_FRACTION = 0.875
-# JPEGs are decoded at a reduced scale only while both sides stay at least this long, twice
-# what the 224-pixel crop needs.
-DRAFT_MIN_SIDE = 2 * round(IMAGE_SIZE / CENTRAL_FRACTION)
 # Pillow's own decompression-bomb threshold.
 DEFAULT_MAX_PIXELS = 89_478_485
 # decode_image checks the pixel count itself, against a limit the user sets; Pillow's global
@@ -33,7 +29,7 @@ formats.register_plugins()
 
 class DecodedImage(NamedTuple):
   uri: str
-  pixels: np.ndarray  # uint8 [IMAGE_SIZE, IMAGE_SIZE, 3]
+  pixels: np.ndarray  # uint8 [height, width, 3], the model's size
   width: int  # of the original image, upright
   height: int
 
@@ -68,10 +64,17 @@ def central_crop_box(width, height, fraction=CENTRAL_FRACTION):
   return left, top, left + crop_width, top + crop_height
 
 
-def decode_image(image_bytes, max_pixels=DEFAULT_MAX_PIXELS):
-  """Returns (pixels, width, height); raises ImageError for anything undecodable."""
+def draft_min_side(size):
+  """JPEGs are decoded at a reduced scale only while both sides stay at least this long,
+  twice what the central crop resized to `size` (height, width) needs."""
+  return 2 * round(max(size) / CENTRAL_FRACTION)
+
+
+def decode_image(image_bytes, size, max_pixels=DEFAULT_MAX_PIXELS):
+  """Returns (pixels [height, width, 3] for `size` (height, width), the image's width, its
+  height); raises ImageError for anything undecodable."""
   try:
-    return _decode(image_bytes, max_pixels)
+    return _decode(image_bytes, size, max_pixels)
   except ImageError:
     raise
   except Exception as e:  # pylint: disable=broad-except
@@ -105,7 +108,7 @@ def ends_early(data):
   return False
 
 
-def open_upright(image_bytes, max_pixels=DEFAULT_MAX_PIXELS, min_side=DRAFT_MIN_SIDE):
+def open_upright(image_bytes, max_pixels=DEFAULT_MAX_PIXELS, min_side=None):
   """(the image as upright RGB, its full upright (width, height)). A JPEG is decoded at a
   reduced scale while both its sides stay at least min_side."""
   if camera_raw.is_camera_raw(image_bytes):
@@ -120,7 +123,7 @@ def open_upright(image_bytes, max_pixels=DEFAULT_MAX_PIXELS, min_side=DRAFT_MIN_
         'too_many_pixels',
         f'{image.width}x{image.height} is above the limit of {max_pixels} pixels')
   full_size = image.size
-  if image.format == 'JPEG':
+  if image.format == 'JPEG' and min_side:
     # Decode a large JPEG at 1/2, 1/4 or 1/8 scale in the DCT domain: several times faster
     # and smaller.
     image.draft('RGB', (min_side, min_side))
@@ -130,18 +133,20 @@ def open_upright(image_bytes, max_pixels=DEFAULT_MAX_PIXELS, min_side=DRAFT_MIN_
   return _to_rgb(image), full_size[::-1] if turned else full_size
 
 
-def _decode(image_bytes, max_pixels):
-  # Drafting stops at DRAFT_MIN_SIDE, so the crop is still resized down by 2x or more.
-  image, (width, height) = open_upright(image_bytes, max_pixels)
+def _decode(image_bytes, size, max_pixels):
+  # Drafting stops at draft_min_side, so the crop is still resized down by 2x or more.
+  image, (width, height) = open_upright(image_bytes, max_pixels, draft_min_side(size))
+  height_out, width_out = size
   resized = image.resize(
-      (IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR, box=central_crop_box(*image.size))
+      (width_out, height_out), Image.BILINEAR, box=central_crop_box(*image.size))
   return np.asarray(resized, dtype=np.uint8), width, height
 
 
 class DecodeImages(beam.DoFn):
   """(uri, image_bytes) -> DecodedImage; undecodable images go to the FAILURES output."""
 
-  def __init__(self, max_pixels=DEFAULT_MAX_PIXELS):
+  def __init__(self, size, max_pixels=DEFAULT_MAX_PIXELS):
+    self._size = size
     self._max_pixels = max_pixels
     self._decode_ms = metrics.distribution('decode_ms')
 
@@ -149,7 +154,7 @@ class DecodeImages(beam.DoFn):
     uri, image_bytes = element
     started = time.perf_counter()
     try:
-      pixels, width, height = decode_image(image_bytes, self._max_pixels)
+      pixels, width, height = decode_image(image_bytes, self._size, self._max_pixels)
     except ImageError as e:
       yield beam.pvalue.TaggedOutput(FAILURES, Failure(uri, 'decode', e.error, e.message))
       return

@@ -1,10 +1,10 @@
-"""RunInference's model handler: batches of DecodedImage -> logits and embeddings.
+"""RunInference's model handler: batches of DecodedImage -> class scores and embeddings.
 
 RunInference loads the model once per worker process and shares it between the
 process's threads, batches elements, and reports load and inference metrics.
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
@@ -17,23 +17,25 @@ DEFAULT_BATCH_SIZE = 32
 
 
 class ModelOutput(NamedTuple):
-  logits: np.ndarray  # float32 [1001]
-  embedding: np.ndarray  # float32 [1280]
+  scores: np.ndarray  # float32 [classes]: logits or probabilities, as the model returns them
+  embedding: Optional[np.ndarray]  # float32 [width]; None for a model without one
 
 
-class MobileNetHandler(ModelHandler):
-  """Holds only the handles: it is pickled to every worker, which loads the model itself."""
+class ImageModelHandler(ModelHandler):
+  """Holds only the handles and the description: it is pickled to every worker, which loads
+  the model itself."""
 
-  def __init__(self, model_handle, feature_handle, batch_size=DEFAULT_BATCH_SIZE,
+  def __init__(self, spec, model_handle, feature_handle, batch_size=DEFAULT_BATCH_SIZE,
                engine=DEFAULT_ENGINE):
     # Fixed batches: the engines re-plan their memory whenever the batch size changes.
     super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+    self.spec = spec
     self.model_handle = model_handle
     self.feature_handle = feature_handle
     self.engine = engine
 
   def load_model(self):
-    return load_engine(self.model_handle, self.feature_handle, self.engine)
+    return load_engine(self.spec, self.model_handle, self.feature_handle, self.engine)
 
   def run_inference(self, batch, model, inference_args=None):
     """Yields PredictionResult(DecodedImage, ModelOutput or Failure), one per image.
@@ -54,8 +56,10 @@ class MobileNetHandler(ModelHandler):
 
 
 def _predict(model, batch):
-  logits, embeddings = model.predict(np.stack([image.pixels for image in batch]))
-  return [ModelOutput(*output) for output in zip(logits, embeddings)]
+  scores, embeddings = model.predict(np.stack([image.pixels for image in batch]))
+  if embeddings is None:
+    return [ModelOutput(row, None) for row in scores]
+  return [ModelOutput(*output) for output in zip(scores, embeddings)]
 
 
 def _predict_one(model, image):

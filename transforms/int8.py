@@ -40,20 +40,23 @@ def split_sample(uris, calibration=CALIBRATION_IMAGES, holdout=HOLDOUT_IMAGES):
 
 def agreement(reference, candidate, pixels, batch_size=32):
   """How closely `candidate` follows `reference` on `pixels`: the share of equal top-1
-  labels and the cosine similarity of the embeddings (least and median)."""
+  labels and the cosine similarity of the embeddings (least and median; None for a model
+  without an embedding)."""
   same_label, cosines = [], []
   for start in range(0, len(pixels), batch_size):
     batch = pixels[start:start + batch_size]
-    (logits, embeddings), (logits_q, embeddings_q) = reference.predict(batch), \
+    (scores, embeddings), (scores_q, embeddings_q) = reference.predict(batch), \
         candidate.predict(batch)
-    same_label.append(logits.argmax(1) == logits_q.argmax(1))
-    cosines.append(np.sum(embeddings * embeddings_q, 1)
-                   / (np.linalg.norm(embeddings, axis=1) * np.linalg.norm(embeddings_q, axis=1)))
-  cosines = np.concatenate(cosines)
+    same_label.append(scores.argmax(1) == scores_q.argmax(1))
+    if embeddings is not None:
+      cosines.append(np.sum(embeddings * embeddings_q, 1) / (
+          np.linalg.norm(embeddings, axis=1) * np.linalg.norm(embeddings_q, axis=1)))
+  cosines = np.concatenate(cosines) if cosines else None
   return {'images': int(len(pixels)),
           'labels_agree': round(float(np.mean(np.concatenate(same_label))), 4),
-          'embedding_cosine_min': round(float(cosines.min()), 4),
-          'embedding_cosine_median': round(float(np.median(cosines)), 4)}
+          'embedding_cosine_min': None if cosines is None else round(float(cosines.min()), 4),
+          'embedding_cosine_median': (None if cosines is None
+                                      else round(float(np.median(cosines)), 4))}
 
 
 def require_int8(model_handle):
