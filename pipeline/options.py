@@ -4,6 +4,7 @@ and checked before a pipeline is built."""
 import argparse
 import difflib
 import os
+import re
 
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
@@ -68,12 +69,6 @@ class LabelImagesOptions(PipelineOptions):
         help='The classifier\'s feature-vector twin (TF Hub\'s layout), which gives the '
         'embedding. Default: the default model\'s twin, '
         f'{DEFAULT_FEATURE_HANDLE}, with the default --model_handle; none otherwise')
-    parser.add_argument(
-        '--labels',
-        help='The class names, in the order of the scores: a file with one name per line, or '
-        'a .csv/.tsv label map with id and name columns; local or on any storage the input '
-        'may be. Default: labels.txt shipped in the SavedModel (or its assets/), else the '
-        'built-in ImageNet names for 1,001 or 1,000 classes')
     parser.add_argument(
         '--image_size', type=int,
         help='Height and width, in pixels, for a model that takes images of any size; '
@@ -151,8 +146,21 @@ def parse_args(argv):
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=COMMANDS_HELP)
   LabelImagesOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  # Not among LabelImagesOptions: Beam's Google Cloud options own --labels (Dataflow job
+  # labels, key=value), and every options class shares one parser.
+  parser.add_argument(
+      '--labels', action='append', default=[],
+      help='The class names, in the order of the scores: a file with one name per line, or '
+      'a .csv/.tsv label map with id and name columns; local or on any storage the input '
+      'may be. Default: labels.txt shipped in the SavedModel (or its assets/), else the '
+      'built-in ImageNet names for 1,001 or 1,000 classes. (A key=value is a Dataflow job '
+      'label, as Beam takes it; so is --label key=value.)')
   refuse_unknown_options(parser, argv)
   args, others = parser.parse_known_args(argv)
+  label_files = [value for value in args.labels if not is_job_label(value)]
+  if len(label_files) > 1:
+    parser.error(f'--labels is given {len(label_files)} files; pass one')
+  args.labels = label_files[0] if label_files else None
   stray = stray_values(others)
   if stray:
     parser.error(f'unexpected arguments: {" ".join(stray[:3])}{" ..." if len(stray) > 3 else ""} '
@@ -181,7 +189,27 @@ def parse_args(argv):
   problems = local_path_problems(args)
   if problems:  # wrong paths, not wrong usage: the message alone, without the usage block
     parser.exit(2, ''.join(f'{parser.prog}: error: {problem}\n' for problem in problems))
-  return args, PipelineOptions(LOCAL_DEFAULTS + normalize_dry_run(argv))
+  return args, PipelineOptions(LOCAL_DEFAULTS + normalize_dry_run(
+      without_option(argv, '--labels', label_files)))
+
+
+def is_job_label(value):
+  """Whether a --labels value is a Dataflow job label (key=value, or a JSON object of them),
+  as Beam takes it, rather than a file of class names."""
+  return value.lstrip().startswith('{') or re.fullmatch(r'[\w-]+=[\w-]*', value) is not None
+
+
+def without_option(argv, flag, values):
+  """argv without `flag` given any of `values` (as --flag value or --flag=value)."""
+  kept, skip = [], False
+  for i, token in enumerate(argv):
+    if skip:
+      skip = False
+    elif token == flag and i + 1 < len(argv) and argv[i + 1] in values:
+      skip = True
+    elif not (token.startswith(flag + '=') and token.split('=', 1)[1] in values):
+      kept.append(token)
+  return kept
 
 
 def refuse_unknown_options(parser, argv):

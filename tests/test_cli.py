@@ -191,7 +191,7 @@ def test_help_lists_the_options():
 
 @pytest.mark.parametrize('args, message', [
     (['--output', 'out'], 'required: --input'),
-    (['--input', 'x/*', '--output', 'out', '--top_k', '0'], '--top_k must be between'),
+    (['--input', 'x/*', '--output', 'out', '--top_k', '0'], '--top_k must be at least 1'),
     (['--input', '/no/such/list.txt', '--output', 'out'], 'no such file: /no/such/list.txt'),
     (['--input', '/no/such/*.jpg', '--output', 'out'], 'no files match /no/such/*.jpg'),
     (['--input', 'a.jpg', 'b.jpg', 'c.jpg', '--output', 'out'], 'unexpected arguments: b.jpg c.jpg'),
