@@ -10,8 +10,8 @@ import pytest
 from conftest import PHOTOS_DIR, ROOT, last_run
 from corpus import MAX_IMAGE_BYTES, build_corpus
 from measure import run_measured
-from test_cli import model_args, read_output
-from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
+from test_cli import LABELS_SCHEMA, model_args, read_output
+from transforms.schema import ERRORS_SCHEMA
 
 
 def peak_memory_mb(*args):

@@ -9,8 +9,11 @@ import pytest
 from apache_beam.runners.dataflow.internal import apiclient
 
 from conftest import ROOT, unavailable
+from pipeline.models import ChosenModel
 from pipeline.options import normalize_dry_run, parse_args
 from pipeline.run import build
+from transforms.labels import builtin_labels
+from transforms.model_spec import LOGITS, PAIR, ModelSpec
 
 GPU_SERVICE_OPTIONS = 'worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver'
 DATAFLOW_ARGS = [
@@ -31,7 +34,8 @@ STEPS = {'ListUris', 'SelectUris', 'Read', 'Decode', 'Inference', 'ToRows', 'Wri
 
 def test_the_job_holds_the_steps_and_the_worker_options():
   args, options = parse_args(DATAFLOW_ARGS)
-  job = build(args, options, 'run').run().job
+  model = ChosenModel(ModelSpec((224, 224), 1001, LOGITS, 1280, PAIR), builtin_labels(1001))
+  job = build(args, options, 'run', model).run().job
   top_level = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
   assert STEPS <= top_level
   images = [env.payload for env in job.proto_pipeline.components.environments.values()]

@@ -8,9 +8,8 @@ import pytest
 from PIL import Image
 
 from conftest import PHOTOS_DIR, REFERENCE_LABELS, last_run
-from test_cli import label_images, read_output
+from test_cli import LABELS_SCHEMA, label_images, read_output
 from transforms.int8 import split_sample
-from transforms.schema import LABELS_SCHEMA
 
 
 @pytest.fixture(scope='module')

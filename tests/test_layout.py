@@ -12,8 +12,7 @@ import pytest
 
 from conftest import PHOTOS_DIR
 from pipeline.output_dir import adopt_legacy_layout, prepare_output_dir
-from test_cli import label_images, model_args
-from transforms.schema import LABELS_SCHEMA
+from test_cli import LABELS_SCHEMA, label_images, model_args
 
 PHOTOS = sorted(os.listdir(PHOTOS_DIR))
 

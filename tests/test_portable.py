@@ -4,8 +4,8 @@ or Spark: everything the workers need must pickle, and no state of the driver ma
 import os
 
 from conftest import ALL_PHOTOS, PHOTOS_DIR, REFERENCE_LABELS, last_run
-from test_cli import label_images, model_args, read_output
-from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
+from test_cli import LABELS_SCHEMA, label_images, model_args, read_output
+from transforms.schema import ERRORS_SCHEMA
 
 
 def test_labels_with_worker_processes(model_dir, tmp_path):

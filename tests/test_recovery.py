@@ -15,8 +15,8 @@ from PIL import Image
 
 from conftest import PHOTOS_DIR, ROOT, last_run, read_manifest
 from corpus import CONFIDENT_PHOTOS
-from test_cli import label_images, model_args, read_output
-from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
+from test_cli import LABELS_SCHEMA, label_images, model_args, read_output
+from transforms.schema import ERRORS_SCHEMA
 
 IMAGES = 300
 

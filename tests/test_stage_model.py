@@ -7,8 +7,7 @@ import pytest
 
 from conftest import PHOTOS_DIR, REFERENCE_LABELS
 from pipeline.stage_model import source_handles
-from test_cli import label_images, read_output
-from transforms.schema import LABELS_SCHEMA
+from test_cli import LABELS_SCHEMA, label_images, read_output
 
 TFHUB = 'https://tfhub.dev/google/tf2-preview/mobilenet_v2'
 

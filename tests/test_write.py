@@ -3,8 +3,10 @@
 import numpy as np
 import pyarrow.parquet as pq
 
-from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
+from transforms.schema import ERRORS_SCHEMA, labels_schema
 from transforms.write import CommittedPart, part_name, remove_rows, rows_to_table, write_table
+
+LABELS_SCHEMA = labels_schema(1280)
 
 
 def label_rows(count):

@@ -53,8 +53,11 @@ sys.path.insert(0, os.path.join(ROOT, 'tests', 'fixtures'))
 import build_models  # pylint: disable=wrong-import-position
 from measure import run_measured  # pylint: disable=wrong-import-position
 from pipeline import stage_model  # pylint: disable=wrong-import-position
+from pipeline.models import ChosenModel  # pylint: disable=wrong-import-position
 from transforms import int8  # pylint: disable=wrong-import-position
 from transforms.decode import decode_image  # pylint: disable=wrong-import-position
+from transforms.describe import describe  # pylint: disable=wrong-import-position
+from transforms.labels import builtin_labels  # pylint: disable=wrong-import-position
 from transforms.model import load_engine  # pylint: disable=wrong-import-position
 
 SHARED_PHOTOS = os.path.join(ROOT, '..', 'shared', 'fixtures', 'images')
@@ -162,22 +165,25 @@ def image_bytes(images_dir):
   return paths, contents
 
 
-def measure_decode(contents):
-  """(images/s of decode_image on every core, the pixels)."""
+def measure_decode(contents, size):
+  """(images/s of decode_image at `size` on every core, the pixels)."""
+  def decode(image_bytes):
+    return decode_image(image_bytes, size)
   with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
-    list(pool.map(decode_image, contents[:WARM_UP_IMAGES]))
+    list(pool.map(decode, contents[:WARM_UP_IMAGES]))
     started = time.perf_counter()
-    pixels = [decoded[0] for decoded in pool.map(decode_image, contents)]
+    pixels = [decoded[0] for decoded in pool.map(decode, contents)]
     seconds = time.perf_counter() - started
   return len(contents) / seconds, np.stack(pixels)
 
 
-def stage_int8(handles, calibration_dir):
+def stage_int8(spec, handles, calibration_dir):
   """The fixture model's int8 twin beside it, calibrated on a sample of calibration_dir."""
   if not os.path.exists(int8.int8_paths(handles[0])[0]):
     images = os.path.join(calibration_dir, '*.jpg')
     sample = stage_model.calibration_sample(images, int8.CALIBRATION_IMAGES, 0)
-    stage_model.stage_int8(handles, os.path.dirname(handles[0]), sample, images)
+    model = ChosenModel(spec, builtin_labels(spec.classes))
+    stage_model.stage_int8(model, handles, os.path.dirname(handles[0]), sample, images)
 
 
 def measure_engine(engine, pixels):
@@ -242,9 +248,10 @@ def main():
     return
 
   image_sets = [(count, make_images(count)) for count in (args.images, 5 * args.images)]
-  stage_int8(handles, image_sets[0][1])
+  spec = describe(*handles)
+  stage_int8(spec, handles, image_sets[0][1])
   paths, contents = image_bytes(image_sets[1][1])
-  decode_rate, pixels = measure_decode(contents)  # also brings the files into the page cache
+  decode_rate, pixels = measure_decode(contents, spec.image_size)  # also brings the files into the page cache
   report = {'images': args.images, 'cpu_flags': cpu_flags(), 'cores': os.cpu_count(),
             'decode': decode_rate}
   runs = {}
@@ -253,7 +260,7 @@ def main():
                         ('pipeline_int8', pipeline_command(handles, 'litert_int8'))):
     report[f'{name}_marginal'], runs[name] = measure_marginal(command, image_sets, out_dir,
                                                               name)
-  engines = {name: load_engine(*handles, engine=engine) for name, engine in (
+  engines = {name: load_engine(spec, *handles, engine=engine) for name, engine in (
       ('tf_engine', 'tf'), ('fast_engine', 'litert'), ('int8_engine', 'litert_int8'))}
   for name, engine in engines.items():
     report[name] = measure_engine(engine, pixels)['images_per_s']
