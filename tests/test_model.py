@@ -1,5 +1,6 @@
 """Loading the TF Hub modules, the fused head, its probe check, and the model handler."""
 
+import argparse
 import logging
 import os
 
@@ -9,6 +10,7 @@ import tensorflow as tf
 import tensorflow_hub as hub
 
 from conftest import MODEL_SIZE, PHOTOS_DIR, REFERENCE_LABELS
+from pipeline import models
 from transforms.decode import DecodedImage, decode_image
 from transforms.failures import Failure
 from transforms.describe import describe, probe_pixels
@@ -236,3 +238,17 @@ def test_the_fast_engine_isolates_a_bad_image_in_a_batch(model_dir, model_spec, 
   bad = DecodedImage('bad.jpg', np.zeros((224, 100, 3), np.uint8), 1, 1)
   results = ImageModelHandler(model_spec, 'M', 'F').run_inference([good, bad, good], fast)
   assert [type(r.inference).__name__ for r in results] == ['ModelOutput', 'Failure', 'ModelOutput']
+
+
+def test_a_model_is_described_once_then_read_from_the_cache(model_dir, tflite_cache,
+                                                            monkeypatch):
+  args = argparse.Namespace(model_handle=str(model_dir / 'classification'),
+                            feature_handle=str(model_dir / 'feature_vector'), labels=None,
+                            image_size=None)
+  first = models.choose_model(args)
+  assert first.labels.background_first and len(first.labels.names) == 1001
+
+  def no_tensorflow(*args):
+    raise AssertionError('the model was loaded again')
+  monkeypatch.setattr(models, 'describe', no_tensorflow)
+  assert models.choose_model(args) == first

