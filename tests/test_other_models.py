@@ -206,3 +206,30 @@ def test_resume_with_another_model_is_refused_before_any_work(other_models, labe
   assert result.returncode == 2, result.stderr
   assert 'Traceback' not in result.stderr and '--overwrite' in result.stderr
   assert sorted(os.listdir(output)) == before
+
+
+def test_stage_model_copies_the_labels_and_quantizes_any_size_and_width(other_models, labelled,
+                                                                         tmp_path):
+  model = other_models['inception']  # 299 pixels, a 64-wide embedding, a label map
+  dest = tmp_path / 'staged'
+  staged = label_images('stage-model', '--source', os.path.dirname(model.model_handle),
+                        '--dest', dest, '--labels', model.labels_file,
+                        '--int8_calibration', PHOTOS, '--int8_images', 5, '--int8_holdout', 4)
+  assert staged.returncode == 0, staged.stderr
+  assert f'--labels {dest / "labels.csv"}' in staged.stdout
+  figures = json.loads((dest / 'int8.json').read_text())['holdout']
+  result = label_images('--input', PHOTOS, '--output', tmp_path / 'out', '--engine', 'litert_int8',
+                        '--model_handle', dest / 'classification',
+                        '--feature_handle', dest / 'feature_vector',
+                        '--labels', dest / 'labels.csv', '--top_k', 3)
+  assert result.returncode == 0, result.stderr
+  int8_rows = {row['uri']: row for row in read_rows(tmp_path / 'out', model)}
+  fp32_rows = {row['uri']: row for row in read_rows(labelled('inception'), model)}
+  assert set(int8_rows) == set(fp32_rows) and len(int8_rows) == len(ALL_PHOTOS)
+  same_label = np.mean([int8_rows[uri]['label'] == fp32_rows[uri]['label'] for uri in fp32_rows])
+  cosines = [np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) for a, b in (
+      (np.asarray(int8_rows[uri]['embedding']), np.asarray(fp32_rows[uri]['embedding']))
+      for uri in fp32_rows)]
+  # As close to fp32 as stage-model measured on the images it held out, give or take a photo.
+  assert same_label >= figures['labels_agree'] - 2 / len(ALL_PHOTOS)
+  assert min(cosines) >= figures['embedding_cosine_min'] - 0.05

@@ -49,7 +49,7 @@ def builtin_labels(classes):
   if classes in (IMAGENET_CLASSES, IMAGENET_CLASSES + 1):
     background = classes == IMAGENET_CLASSES + 1
     return Labels(imagenet_label_names(background),
-                  f'built-in ImageNet ({classes} classes{", background first" if background else ""})')
+                  f'built-in ImageNet ({classes:,} classes{", background first" if background else ""})')
   return None
 
 
