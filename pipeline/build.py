@@ -11,7 +11,7 @@ from transforms.inference import ImageModelHandler
 from transforms.inputs import ListImageUris
 from transforms.http_read import HttpSettings
 from transforms.read import ReadImageBytes
-from transforms.rows import ToRows
+from transforms.rows import RowSettings, ToRows
 from transforms.schema import ERRORS, ERRORS_SCHEMA, LABELS, labels_schema
 from transforms.select import REDUNDANT, RemoveRedundantRows, SelectUrisToLabel
 from transforms.write import WriteParquetParts
@@ -29,16 +29,19 @@ def build_pipeline(pipeline, options, run_id, model):
       HttpSettings(options.http_connections_per_host, options.http_timeout_s))).with_outputs(
           FAILURES, main='images')
   decoded = read.images | 'Decode' >> beam.ParDo(
-      DecodeImages(spec.image_size, options.max_image_pixels)).with_outputs(FAILURES, main='images')
+      DecodeImages(spec.image_size, options.max_image_pixels)).with_outputs(
+          FAILURES, main='images')
   handler = ImageModelHandler(
       spec, options.model_handle, options.feature_handle, options.batch_size, options.engine)
   predictions = decoded.images | 'Inference' >> RunInference(handler)
   rows = predictions | 'ToRows' >> beam.ParDo(
-      ToRows(options.top_k, options.model_handle, model.labels.names, spec.scores)).with_outputs(
-          FAILURES, main='labels')
+      ToRows(RowSettings(options.top_k, options.model_handle, model.labels.names, spec.scores,
+                         options.min_score))).with_outputs(FAILURES, main='labels')
 
   label_parts = rows.labels | 'WriteLabels' >> beam.ParDo(WriteParquetParts(
-      options.output, LABELS, labels_schema(spec.embedding_width), run_id, options.rows_per_file))
+      options.output, LABELS,
+      labels_schema(spec.embedding_width, open_set=options.min_score is not None), run_id,
+      options.rows_per_file))
   # One errors writer per stage that fails images: FnApiRunner materializes every Flatten
   # of several inputs, so one writer behind a Flatten would only start after the last
   # image, holding every error row in memory until then.

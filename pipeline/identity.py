@@ -37,6 +37,7 @@ def directory_identity(args, local, model, int8_model=None):
                         'size': height if height == width else [height, width],
                         'resize': 'bilinear'},
       'labels': 'sha256:' + hashlib.sha256('\n'.join(model.labels.names).encode()).hexdigest(),
+      'min_score': args.min_score,
   }
 
 

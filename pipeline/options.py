@@ -70,6 +70,11 @@ class LabelImagesOptions(PipelineOptions):
         'embedding. Default: the default model\'s twin, '
         f'{DEFAULT_FEATURE_HANDLE}, with the default --model_handle; none otherwise')
     parser.add_argument(
+        '--min_score', type=float,
+        help='Open set: a row whose top score is below this has a null label and label_index '
+        '(none of the classes; scores kept). label-images train-head suggests a value. '
+        'Default: every row gets its top class')
+    parser.add_argument(
         '--image_size', type=int,
         help='Height and width, in pixels, for a model that takes images of any size; '
         'a model of one size is fed that size')
@@ -130,6 +135,10 @@ for Dataflow, checks what its workers need and describes it) without running it.
 
 Other commands (each takes --help):
   label-images stage-model --dest DIR     copy the model where workers load it; int8
+  label-images train-head --examples CSV --output HEAD_DIR
+                                          a head of your own classes on the embeddings
+  label-images relabel OUTPUT_DIR --model_handle HEAD_DIR --output NEW_DIR
+                                          your classes on every stored embedding
   label-images report OUTPUT_DIR          an HTML page about a finished output directory
   label-images similar OUTPUT_DIR --uri URI | --image PATH
                                           the most similar images, by embedding
@@ -170,6 +179,8 @@ def parse_args(argv):
     parser.error(f'the following arguments are required: {", ".join(missing)}')
   if args.feature_handle is None and args.model_handle == DEFAULT_MODEL_HANDLE:
     args.feature_handle = DEFAULT_FEATURE_HANDLE
+  if args.min_score is not None and not 0 <= args.min_score <= 1:
+    parser.error('--min_score must be between 0 and 1')
   if args.image_size is not None and args.image_size < 1:
     parser.error('--image_size must be at least 1')
   for name in ('top_k', 'batch_size', 'rows_per_file', 'max_image_bytes', 'max_image_pixels',

@@ -16,6 +16,7 @@ from pipeline.results import part_paths, read_manifest
 from transforms.files import parquet_rows, read_parquet, write_bytes
 from transforms.int8 import load_int8
 from transforms.metrics import NAMESPACE
+from transforms.rows import NONE_OF_THE_CLASSES
 from transforms.schema import ERRORS, LABELS, part_glob
 
 _VERSIONED_PACKAGES = ('label-images', 'apache-beam', 'tensorflow', 'tensorflow-hub', 'pyarrow',
@@ -69,6 +70,7 @@ def build_manifest(args, pipeline_options, model, run_id, totals, distributions,
       'parts': totals.get('parts', 0),
       'orphan_parts_deleted': totals.get('orphan_parts_deleted', 0),
       'redundant_rows_removed': totals.get('redundant_rows', 0),
+      NONE_OF_THE_CLASSES: totals.get(NONE_OF_THE_CLASSES, 0),
   })
   problems = accounting_problems(totals) if status == 'completed' else [status]
   return {
@@ -80,6 +82,7 @@ def build_manifest(args, pipeline_options, model, run_id, totals, distributions,
       'feature_handle': args.feature_handle,
       'model_description': model.spec.describe(),
       'labels': model.labels.source,
+      'min_score': args.min_score,
       'engine': args.engine,
       # The int8 model's hash and its measured agreement with fp32, from stage-model.
       'int8_model': load_int8(args.model_handle)[1] if args.engine == 'litert_int8' else None,
@@ -187,6 +190,9 @@ def summary(manifest, totals):
                f"{plural(counts['blank_entries'], 'blank entry', 'blank entries')}, "
                f"{counts['already_done']:,} already in the output")
   lines.append(f"  model: {manifest['model_description']}; labels: {manifest['labels']}")
+  if manifest.get('min_score') is not None:
+    lines.append(f"  none of the classes (top score below --min_score {manifest['min_score']:g}): "
+                 f"{plural(counts[NONE_OF_THE_CLASSES], 'image')}")
   timings = _timings(manifest['distributions'])
   if timings:
     lines.append('  ' + timings)

@@ -3,6 +3,8 @@
   label-images --input INPUT --output OUTPUT_DIR [--model_handle H] [--feature_handle H]
                [--top_k 5] [any standard Beam option: --runner, --direct_num_workers, ...]
   label-images stage-model --source HANDLE --dest gs://BUCKET/PATH
+  label-images train-head --examples EXAMPLES --output HEAD_DIR [--embeddings OUTPUT_DIR]
+  label-images relabel OUTPUT_DIR --model_handle HEAD_DIR --output NEW_DIR [--min_score S]
   label-images report OUTPUT_DIR [--html PATH]
   label-images similar OUTPUT_DIR (--uri URI | --image PATH_OR_URI) [--k 10] [--json]
   label-images duplicates OUTPUT_DIR [--threshold 0.90]
@@ -11,6 +13,7 @@
 import argparse
 import contextlib
 import datetime
+import importlib
 import os
 import secrets
 import select
@@ -21,7 +24,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from pipeline import duplicates, html_report, report, results, similar, stage_model, stopping
+from pipeline import duplicates, html_report, report, results, similar, stopping
 from pipeline.build import build_pipeline
 from pipeline.console import log_to_file, quiet_native_logs, start_logging, stderr_to_log
 from pipeline.dry_run import (dry_run_model, job_description, model_checks,
@@ -149,6 +152,9 @@ def _run(argv, log_path):
   return 0
 
 
+# The commands that make or apply models, each a module with main(argv) -> exit status.
+_MODEL_COMMANDS = {'stage-model': 'pipeline.stage_model', 'train-head': 'pipeline.train_head',
+                   'relabel': 'pipeline.relabel'}
 # The commands that answer questions about a finished output directory.
 _QUERY_COMMANDS = {'report': html_report.main, 'similar': similar.main,
                    'duplicates': duplicates.main}
@@ -252,8 +258,8 @@ def _main(argv):
   verbose = verbose_requested(argv)
   log_path = start_logging(verbose)
   quiet_native_logs(verbose)
-  if argv[:1] == ['stage-model']:
-    return stage_model.main(argv[1:])
+  if argv[:1] and argv[0] in _MODEL_COMMANDS:
+    return importlib.import_module(_MODEL_COMMANDS[argv[0]]).main(argv[1:])
   if argv[:1] and argv[0] in _QUERY_COMMANDS:
     return run_query(_QUERY_COMMANDS[argv[0]], argv[1:])
   return run(argv, log_path)

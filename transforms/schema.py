@@ -37,8 +37,6 @@ def kind_of_part(name):
 
 _LABEL_FIELDS = (
     pa.field('uri', pa.string(), nullable=False),
-    pa.field('label', pa.string(), nullable=False),
-    pa.field('label_index', pa.int32(), nullable=False),
     pa.field('score', pa.float32(), nullable=False),
     pa.field('top_k_labels', pa.list_(pa.string()), nullable=False),
     pa.field('top_k_scores', pa.list_(pa.float32()), nullable=False),
@@ -53,10 +51,14 @@ def embedding_field(embedding_width):
   return pa.field(EMBEDDING, pa.list_(pa.float32(), embedding_width), nullable=False)
 
 
-def labels_schema(embedding_width):
+def labels_schema(embedding_width, open_set=False):
   """The labels rows of a model whose embedding is `embedding_width` wide; a model without
-  an embedding (None) gives rows without the column."""
+  an embedding (None) gives rows without the column. With `open_set` (--min_score), a row
+  whose top score is below the minimum has a null label and label_index: none of the
+  classes."""
   fields = list(_LABEL_FIELDS)
+  fields[1:1] = [pa.field('label', pa.string(), nullable=open_set),
+                 pa.field('label_index', pa.int32(), nullable=open_set)]
   if embedding_width:
     fields.insert(6, embedding_field(embedding_width))
   return pa.schema(fields)
