@@ -16,6 +16,8 @@ from transforms.files import exists, read_parquet
 
 SCORE_BINS = np.linspace(0.0, 1.0, 51)
 _LABEL_COLUMNS = ['uri', 'label', 'score', 'top_k_labels', 'top_k_scores']
+# How the report shows rows below --min_score, whose label is null.
+NONE_LABEL = '(none of the classes)'
 
 
 class LabelStats(NamedTuple):
@@ -60,12 +62,22 @@ def _least_confident(kept, batch, count):
       candidates, count, sort_keys=[('score', 'ascending')]))
 
 
+def _none_named(batch):
+  """The batch with the null labels of an open-set run (--min_score) named NONE_LABEL."""
+  column = batch.schema.get_field_index('label')
+  named = pc.fill_null(batch.column(column), NONE_LABEL)
+  return pa.RecordBatch.from_arrays(
+      [named if i == column else batch.column(i) for i in range(batch.num_columns)],
+      schema=batch.schema.set(column, batch.schema.field(column).with_nullable(False)))
+
+
 def label_stats(label_paths, low_confidence, per_label=6, least=24):
   """LabelStats over these labels parts."""
   images, below, counts = 0, 0, collections.Counter()
   histogram = np.zeros(len(SCORE_BINS) - 1, np.int64)
   examples, kept = {}, None
   for batch in results.read_batches(label_paths, _LABEL_COLUMNS):
+    batch = _none_named(batch)
     images += len(batch)
     labels = pc.value_counts(batch.column('label'))
     counts.update(dict(zip(labels.field('values').to_pylist(),

@@ -18,8 +18,9 @@ from transforms.schema import (EMBEDDING, ERRORS, ERRORS_SCHEMA, LABELS, ROW_KIN
 
 BATCH_ROWS = 8192  # 40 MB of 1,280-wide embeddings
 # Every column of the output but the embedding (as wide as its model's), by name, as the
-# pipeline writes it (both kinds share `uri`).
-_OUTPUT_FIELDS = {field.name: field for schema in (labels_schema(None), ERRORS_SCHEMA)
+# pipeline writes it (both kinds share `uri`; label and label_index are null below --min_score).
+_OUTPUT_FIELDS = {field.name: field for schema in (labels_schema(None, open_set=True),
+                                                    ERRORS_SCHEMA)
                   for field in schema}
 
 

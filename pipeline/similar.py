@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import results
 from pipeline.console import add_verbose_flag, shortened, status
+from pipeline.label_stats import NONE_LABEL
 from pipeline.embedding_index import NAN_OR_INF, SEARCH_NPROBE, index_for, unit_rows
 from transforms.decode import decode_image
 from transforms.model import load_engine
@@ -126,7 +127,7 @@ def table(answers):
     return 'no similar images'
   lines = [f"{'rank':>4}  {'similarity':>10}  {'label':<30}  uri"]
   for rank, answer in enumerate(answers, 1):
-    lines.append(f"{rank:>4}  {answer['similarity']:>10.4f}  {shortened(answer['label'], 30):<30}  "
+    lines.append(f"{rank:>4}  {answer['similarity']:>10.4f}  {shortened(answer['label'] or NONE_LABEL, 30):<30}  "
                  f"{answer['uri']}")
   return '\n'.join(lines)
 

@@ -258,3 +258,26 @@ def test_the_help_names_every_command_and_the_dry_run():
   for command in ('stage-model', 'report OUTPUT_DIR', 'similar OUTPUT_DIR', 'duplicates OUTPUT_DIR',
                   '--dry_run'):
     assert command in result.stdout
+
+
+def test_below_min_score_rows_are_none_of_the_classes_and_every_command_reads_them(
+    model_dir, tmp_path):
+  output = tmp_path / 'out'
+  result = label_images('--input', os.path.join(PHOTOS_DIR, '*'), '--output', output,
+                        *model_args(model_dir), '--min_score', 0.5)
+  assert result.returncode == 0, result.stderr
+  assert 'none of the classes (top score below --min_score 0.5): 1 image' in result.stdout
+  nullable = pa.schema([field.with_nullable(field.name in ('label', 'label_index'))
+                        for field in LABELS_SCHEMA])
+  rows = {os.path.basename(row['uri']): row for row in read_output(output, 'labels', nullable)}
+  # face.jpg is ambiguous (no label above 0.11): its scores are kept, its label is none.
+  assert rows['face.jpg']['label'] is None and rows['face.jpg']['label_index'] is None
+  assert rows['face.jpg']['top_k_labels'] and rows['face.jpg']['score'] < 0.5
+  assert all(row['label'] for name, row in rows.items() if name != 'face.jpg')
+  manifest = last_run(output)
+  assert manifest['counts']['none_of_the_classes'] == 1
+  report = label_images('report', output, '--html', tmp_path / 'report.html')
+  assert report.returncode == 0, report.stderr
+  assert '(none of the classes)' in (tmp_path / 'report.html').read_text()
+  similar = label_images('similar', output, '--uri', os.path.join(PHOTOS_DIR, 'cat.bmp'))
+  assert similar.returncode == 0 and '(none of the classes)' in similar.stdout, similar.stderr
