@@ -33,7 +33,7 @@ from apache_beam.transforms.window import GlobalWindows
 from transforms import metrics
 from transforms.files import (created_atomically, delete_paths, exists, file_name, matching_paths,
                              read_parquet)
-from transforms.schema import ROW_KINDS, kind_of_part, parts_dir
+from transforms.schema import EMBEDDING, ROW_KINDS, kind_of_part, parts_dir
 
 DEFAULT_ROWS_PER_FILE = 2000
 
@@ -124,7 +124,10 @@ def write_table(output_dir, name, table):
   """Writes table to OUTPUT_DIR/NAME atomically, as one row group; returns its path."""
   final_path = FileSystems.join(output_dir, name)
   with PART_WRITES.writing(), created_atomically(final_path) as f:
-    pq.write_table(table, f, compression='zstd', row_group_size=max(1, table.num_rows))
+    # Embeddings are floats that almost never repeat: a dictionary of them only costs time
+    # (about 40% of a part's write) and space.
+    pq.write_table(table, f, compression='zstd', row_group_size=max(1, table.num_rows),
+                   use_dictionary=[name for name in table.column_names if name != EMBEDDING])
   return final_path
 
 
