@@ -612,18 +612,12 @@ def _run(argv):
   return 0
 
 
-def _committed(this):
-  """After a local run stopped or failed: lets writes finish, then counts what is kept."""
-  stopping.stop_local_run(this.args.output, this.run_id)
-  rows = stopping.committed_rows(this.args.output, this.run_id)
-  return rows, f'{rows[LABELS]:,} labels rows and {rows[ERRORS]:,} error rows'
-
 
 def _failed(failure, this):
   log_to_file('the run failed', failure)
   lines = [f'label-images: full tracebacks: {this.log_path}']
   if runs_in_this_process(this.options):
-    rows, committed = _committed(this)
+    rows, committed = stopping.commit_after_stop(this.args.output, this.run_id)
     _record(this, {**PROCESS_TALLY.snapshot(), **rows}, 'failed')
     lines.append(f'  written before it failed: {committed} in {this.args.output}; once '
                  'fixed, relabel again with --overwrite')
@@ -638,7 +632,7 @@ def _stop(stop, this, result, console):
           f'{stopping.remote_job_message(result, this.options)}', file=console)
     console.flush()
     stopping.exit_now(stop.exit_status)
-  rows, committed = _committed(this)
+  rows, committed = stopping.commit_after_stop(this.args.output, this.run_id)
   _record(this, {**PROCESS_TALLY.snapshot(), **rows}, f'interrupted by {stop}')
   print(f'label-images: interrupted by {stop}: {committed} of this run are in '
         f'{this.args.output}; relabel again with --overwrite to finish.', file=console)

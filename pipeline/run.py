@@ -42,7 +42,6 @@ from pipeline.stopping import Interrupted, stop_on_signals
 from transforms.failures import ImageError
 from transforms.int8 import load_int8
 from transforms.metrics import PROCESS_TALLY
-from transforms.schema import ERRORS, LABELS
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -202,19 +201,13 @@ def _record(this, totals, distributions, status):
   return run, report.write_manifest(this.args.output, run, this.identity)['totals']
 
 
-def _committed(this):
-  """After a local run stopped or failed: lets writes finish, then counts what is kept."""
-  stopping.stop_local_run(this.args.output, this.run_id)
-  rows = stopping.committed_rows(this.args.output, this.run_id)
-  return rows, f'{rows[LABELS]} labels and {rows[ERRORS]} errors'
-
 
 def _failed(failure, this):
   """After the pipeline failed: the whole story to the log, the gist to the screen."""
   log_to_file('the run failed', failure)
   lines = [f'label-images: full tracebacks: {this.log_path}']
   if runs_in_this_process(this.options):
-    rows, committed = _committed(this)
+    rows, committed = stopping.commit_after_stop(this.args.output, this.run_id)
     _record(this, {**PROCESS_TALLY.snapshot(), **rows}, {}, 'failed')
     lines.append(f'  committed before it failed: {committed} in {this.args.output}; once '
                  f'fixed, go on with: {stopping.resume_command(this.argv)}')
@@ -228,7 +221,7 @@ def _stop(stop, this, result):
     print(f'label-images: {stop}: stopped waiting; '
           f'{stopping.remote_job_message(result, this.options)}', file=sys.stderr)
     stopping.exit_now(stop.exit_status)
-  rows, committed = _committed(this)
+  rows, committed = stopping.commit_after_stop(this.args.output, this.run_id)
   _record(this, {**PROCESS_TALLY.snapshot(), **rows}, {}, f'interrupted by {stop}')
   print(f'label-images: interrupted by {stop}: {committed} of this run are committed in '
         f'{this.args.output}.\n  To label the rest: {stopping.resume_command(this.argv)}',

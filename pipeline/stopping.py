@@ -17,7 +17,7 @@ import sys
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from transforms.files import delete_paths, matching_paths, parquet_rows
-from transforms.schema import ROW_KINDS
+from transforms.schema import ERRORS, LABELS, ROW_KINDS
 from transforms.write import PART_WRITES, run_part_pattern, run_temp_paths, write_held_rows
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -65,6 +65,14 @@ def committed_rows(output_dir, run_id):
   """{kind: rows} in the parts this run has written so far."""
   return {kind: sum(parquet_rows(path) for path in matching_paths(
       run_part_pattern(output_dir, kind, run_id))) for kind in ROW_KINDS}
+
+
+def commit_after_stop(output_dir, run_id):
+  """After a local run stopped or failed: lets writes finish, then counts what is kept.
+  Returns ({kind: rows}, the same for people)."""
+  stop_local_run(output_dir, run_id)
+  rows = committed_rows(output_dir, run_id)
+  return rows, f'{rows[LABELS]:,} labels rows and {rows[ERRORS]:,} error rows'
 
 
 def stop_local_run(output_dir, run_id):
