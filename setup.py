@@ -24,6 +24,8 @@ REQUIRED_PACKAGES = [
     'faiss-cpu>=1.8,<2',
     'scipy>=1.11,<2',  # connected components of the near-duplicate pairs
     'matplotlib>=3.8,<4',
+    # train-head: multinomial logistic regression and its cross-validation.
+    'scikit-learn>=1.5,<2',
 ]
 
 # HEIC/HEIF and JPEG XL: optional, their wheels bundle GPL codecs (README, "Formats").

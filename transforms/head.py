@@ -52,3 +52,57 @@ def load_head(head_dir):
 def head_logits(head, embeddings):
   """The head's logits [n, classes] for float32 embeddings [n, width]."""
   return np.asarray(embeddings, np.float32) @ head.kernel + head.bias
+
+
+# Writing HEAD_DIR (label-images train-head) --------------------------------------------------
+
+SAVED_MODEL_INPUT = 'images'
+
+
+def _embedding_output(outputs, output_name):
+  """The embedding among a model's outputs: `output_name` of a dict, else the only one."""
+  if output_name is not None:
+    return outputs[output_name]
+  if isinstance(outputs, dict):
+    (outputs,) = outputs.values()
+  elif isinstance(outputs, (list, tuple)):
+    (outputs,) = outputs
+  return outputs
+
+
+def save_head_model(local_dir, extractor, embedding_output, image_size, kernel, bias):
+  """Writes HEAD_DIR's SavedModel to the local directory `local_dir`: the loaded feature
+  extractor SavedModel `extractor` (its only output, or its output `embedding_output`, is the
+  embedding) with the head's `kernel` [width, classes] and `bias` [classes] as variables. Its
+  serving_default signature takes float32 images [batch, height, width, 3] (RGB in [0, 1], at
+  image_size) and returns {'logits': embedding @ kernel + bias, 'embedding': embedding}."""
+  from transforms.describe import entry_point  # pylint: disable=import-outside-toplevel
+  from transforms.quiet import import_tensorflow  # pylint: disable=import-outside-toplevel
+  tf = import_tensorflow()
+  embed = entry_point(extractor)[0]
+  module = tf.Module()
+  module.feature_extractor = extractor  # tracked: its variables are saved with the head
+  module.kernel = tf.Variable(np.asarray(kernel, np.float32), name='kernel', trainable=False)
+  module.bias = tf.Variable(np.asarray(bias, np.float32), name='bias', trainable=False)
+
+  @tf.function(input_signature=[tf.TensorSpec([None, *image_size, 3], tf.float32,
+                                              name=SAVED_MODEL_INPUT)])
+  def serve(images):
+    embedding = tf.cast(_embedding_output(embed(images), embedding_output), tf.float32)
+    logits = tf.matmul(embedding, module.kernel) + module.bias
+    return {SAVED_MODEL_OUTPUTS[0]: logits, SAVED_MODEL_OUTPUTS[1]: embedding}
+
+  module.serve = serve
+  tf.saved_model.save(module, local_dir, signatures={'serving_default': serve})
+
+
+def weights_bytes(kernel, bias):
+  """head.npz's bytes: `kernel` and `bias`, float32."""
+  buffer = io.BytesIO()
+  np.savez(buffer, kernel=np.asarray(kernel, np.float32), bias=np.asarray(bias, np.float32))
+  return buffer.getvalue()
+
+
+def labels_bytes(labels):
+  """labels.txt's bytes: one class name a line, as the product's labels reader reads them."""
+  return ''.join(f'{label}\n' for label in labels).encode('utf-8')
