@@ -101,8 +101,8 @@ def _require_saved_model(handle):
     raise FileNotFoundError(f'{handle} holds no {SAVED_MODEL}')
 
 
-def job_description(args, pipeline_options, job, unchecked):
-  """A few lines on the job built: its steps, workers, image, engine and locations."""
+def job_lines(pipeline_options, job):
+  """The first lines of a dry run's description of any job: its name, steps and workers."""
   pipeline = job.proto_pipeline
   root = pipeline.components.transforms[pipeline.root_transform_ids[0]]
   steps = [pipeline.components.transforms[step].unique_name for step in root.subtransforms]
@@ -110,12 +110,18 @@ def job_description(args, pipeline_options, job, unchecked):
   workers = pipeline_options.view_as(WorkerOptions)
   count = (f'up to {workers.max_num_workers}' if workers.max_num_workers
            else str(workers.num_workers or 'autoscaled'))
-  lines = [
+  return [
       f'label-images: dry run: built job {job.proto.name} for project {cloud.project}, region '
       f'{cloud.region}; nothing was submitted',
       f'  steps ({len(steps)}): {", ".join(steps)}',
       f'  workers: {count} x {workers.machine_type or "the default machine type"}, image '
       f'{workers.sdk_container_image or "the default"}',
+  ]
+
+
+def job_description(args, pipeline_options, job, unchecked):
+  """A few lines on the job built: its steps, workers, image, engine and locations."""
+  lines = job_lines(pipeline_options, job) + [
       f'  engine: {args.engine} ({PRECISION[args.engine]}), batches of {args.batch_size}; '
       f'models {", ".join(filter(None, (args.model_handle, args.feature_handle)))}',
       f'  input {args.input} -> output {args.output}',

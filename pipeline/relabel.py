@@ -37,10 +37,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
-                                                  StandardOptions, TestOptions, WorkerOptions)
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from pipeline import report, results, stopping
+from pipeline.dry_run import job_lines
 from pipeline.console import (VERBOSE_HELP, log_to_file, plural, start_logging, status,
                               stderr_to_log)
 from pipeline.failure_summary import summary_lines
@@ -516,19 +516,7 @@ def build(pipeline_options, source, new_dir, run_id, settings):
 
 def job_description(args, pipeline_options, job, source, settings):
   """A few lines on the job a remote dry run built."""
-  pipeline = job.proto_pipeline
-  root = pipeline.components.transforms[pipeline.root_transform_ids[0]]
-  steps = [pipeline.components.transforms[step].unique_name for step in root.subtransforms]
-  cloud = pipeline_options.view_as(GoogleCloudOptions)
-  workers = pipeline_options.view_as(WorkerOptions)
-  count = (f'up to {workers.max_num_workers}' if workers.max_num_workers
-           else str(workers.num_workers or 'autoscaled'))
-  return '\n'.join([
-      f'label-images: dry run: built job {job.proto.name} for project {cloud.project}, region '
-      f'{cloud.region}; nothing was submitted',
-      f'  steps ({len(steps)}): {", ".join(steps)}',
-      f'  workers: {count} x {workers.machine_type or "the default machine type"}, image '
-      f'{workers.sdk_container_image or "the default"}',
+  return '\n'.join(job_lines(pipeline_options, job) + [
       f'  relabel {source.output_dir} ({plural(source.label_rows, "row")} in '
       f'{plural(len(source.label_paths), "part")}, {plural(source.error_rows, "error")}) with '
       f'{args.model_handle}, top {settings.top_k} -> {args.output}',
