@@ -127,7 +127,15 @@ def _tell_apart(outputs, label_count):
 def _describe_one(handle, flag, requested_size):
   """(entry function, image size) of one SavedModel; ModelShapeError names the flag."""
   try:
-    function, spec = entry_point(load_saved_model(handle))
+    loaded = load_saved_model(handle)
+  except FileNotFoundError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    reason = str(e).strip().splitlines()[-1] if str(e).strip() else ''
+    raise ModelShapeError(f'{flag} {handle} cannot be loaded as a SavedModel '
+                          f'({type(e).__name__}: {reason[:200]})') from e
+  try:
+    function, spec = entry_point(loaded)
     return function, image_size(spec, requested_size)
   except ModelShapeError as e:
     raise ModelShapeError(f'{flag} {handle}: {e}') from e
