@@ -31,7 +31,6 @@ import sys
 from importlib import metadata
 from typing import NamedTuple
 
-import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -47,7 +46,7 @@ from pipeline.failure_summary import summary_lines
 from pipeline.options import (LOCAL_DEFAULTS, LabelImagesOptions, normalize_dry_run,
                               refuse_unknown_options, stray_values)
 from pipeline.output_dir import MANIFEST, LayoutError, OutputExistsError, prepare_output_dir
-from pipeline.runner import (create_runner, dry_run_problems, is_local, runs_in_this_process,
+from pipeline.runner import (is_local, new_pipeline, runs_in_this_process,
                              runs_on_dataflow)
 from pipeline.stopping import Interrupted, stop_on_signals
 from transforms.files import open_file, parquet_rows
@@ -502,12 +501,9 @@ def settings_for(args, source):
 
 def build(pipeline_options, source, new_dir, run_id, settings):
   """The relabelling pipeline on its runner, built but not run."""
-  problems = dry_run_problems(pipeline_options)
-  if problems:
-    raise RelabelRefused('\n'.join(problems))
   try:
-    pipeline = beam.Pipeline(runner=create_runner(pipeline_options), options=pipeline_options)
-  except ValueError as e:  # Beam's checks of its own options, e.g. an invalid project ID
+    pipeline = new_pipeline(pipeline_options)
+  except ValueError as e:
     raise RelabelRefused(str(e)) from e
   build_relabel_pipeline(pipeline, source.label_paths + source.error_paths, new_dir, run_id,
                          settings)

@@ -20,7 +20,6 @@ import select
 import sys
 from typing import NamedTuple
 
-import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
@@ -36,7 +35,7 @@ from pipeline.options import model_handle_problems, parse_args, verbose_requeste
 from pipeline.output_dir import (LayoutError, OutputExistsError, out_of_date_lines,
                                  prepare_output_dir)
 from pipeline.progress import ProgressDisplay
-from pipeline.runner import (create_runner, dry_run_problems, is_local, runs_in_this_process,
+from pipeline.runner import (is_local, new_pipeline, runs_in_this_process,
                              runs_on_dataflow)
 from pipeline.stopping import Interrupted, stop_on_signals
 from transforms.failures import ImageError
@@ -61,12 +60,9 @@ def new_run_id(started_at):
 
 def build(args, pipeline_options, run_id, model):
   """The pipeline for the ChosenModel `model`, built on its runner but not run."""
-  problems = dry_run_problems(pipeline_options)
-  if problems:
-    raise UsageError('\n'.join(problems))
   try:
-    pipeline = beam.Pipeline(runner=create_runner(pipeline_options), options=pipeline_options)
-  except ValueError as e:  # Beam's checks of its own options, e.g. an invalid project ID
+    pipeline = new_pipeline(pipeline_options)
+  except ValueError as e:
     raise UsageError(str(e)) from e
   build_pipeline(pipeline, args, run_id, model)
   return pipeline

@@ -1,5 +1,6 @@
 """Choosing the runner: DirectRunner runs locally on FnApiRunner, other runners as named."""
 
+import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, SetupOptions
 from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
@@ -74,3 +75,13 @@ def flush_data_at_element_boundaries_only():
   the in_memory and multi_processing modes). tests/beam_repro/ reproduces it in plain Beam.
   """
   worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
+
+
+def new_pipeline(pipeline_options):
+  """A beam.Pipeline on the runner the options name. ValueError, for the user, where the
+  options cannot run: a dry run the runner cannot do, or Beam's own checks of them (e.g. an
+  invalid project ID)."""
+  problems = dry_run_problems(pipeline_options)
+  if problems:
+    raise ValueError('\n'.join(problems))
+  return beam.Pipeline(runner=create_runner(pipeline_options), options=pipeline_options)
