@@ -376,8 +376,7 @@ def summary(entry, totals, head):
            f"{plural(counts['errors'], 'error')} carried over, in {entry['wall_seconds']:.1f} s "
            f"({entry['rows_per_second'] or 0:,.0f} rows/s)"]
   if entry['errors_by_kind']:
-    lines.append('  errors by kind: ' + ', '.join(
-        f'{kind} {n:,}' for kind, n in entry['errors_by_kind'].items()))
+    lines.append(report.errors_by_kind_line(entry['errors_by_kind']))
   lines.append(f"  from: {entry['input']} ({plural(counts['source_labelled'], 'row')}, "
                f"{plural(counts['source_errors'], 'error')}); top {entry['top_k']} kept")
   if entry.get('min_score') is not None:

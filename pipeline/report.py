@@ -184,8 +184,7 @@ def summary(manifest, totals):
            f"to label) in {manifest['wall_seconds']:.1f} s "
            f"({manifest['images_per_second'] or 0:.1f} images/s)"]
   if manifest['errors_by_kind']:
-    lines.append('  errors by kind: ' + ', '.join(
-        f'{kind} {n}' for kind, n in manifest['errors_by_kind'].items()))
+    lines.append(errors_by_kind_line(manifest['errors_by_kind']))
   lines.append(f"  skipped: {plural(counts['duplicate_uris'], 'duplicate URI')}, "
                f"{plural(counts['blank_entries'], 'blank entry', 'blank entries')}, "
                f"{counts['already_done']:,} already in the output")
@@ -203,6 +202,11 @@ def summary(manifest, totals):
   lines.append('  output: ' + ', '.join(FileSystems.join(manifest['output'], name)
                                         for name in held + [MANIFEST]))
   return '\n'.join(lines)
+
+
+def errors_by_kind_line(errors_by_kind):
+  """'  errors by kind: not_found 3, truncated 1', for a summary."""
+  return '  errors by kind: ' + ', '.join(f'{kind} {n:,}' for kind, n in errors_by_kind.items())
 
 
 def _timings(distributions):
