@@ -9,11 +9,13 @@ from importlib import metadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import StandardOptions
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.console import plural
 from pipeline.output_dir import MANIFEST
 from pipeline.results import part_paths, read_manifest
-from transforms.files import parquet_rows, read_parquet, write_bytes
+from transforms.files import read_parquet, write_bytes
 from transforms.int8 import load_int8
 from transforms.metrics import NAMESPACE
 from transforms.rows import NONE_OF_THE_CLASSES
@@ -140,29 +142,55 @@ def _difference(short_by):
 
 
 def directory_totals(output_dir):
-  """Rows in the directory's parts now: labels from the footers, errors by kind."""
-  labelled = sum(parquet_rows(path) for path in part_paths(output_dir, LABELS))
+  """Rows in the directory's parts now (labels, errors by kind) and the distinct URIs they
+  hold: a URI with rows in two parts counts once."""
+  uris = []  # the uri column of every part
+  labelled = 0
+  for path in part_paths(output_dir, LABELS):
+    column = read_parquet(path, ['uri']).column('uri')
+    labelled += len(column)
+    uris.extend(column.chunks)
   errors_by_kind = collections.Counter()
   for path in part_paths(output_dir, ERRORS):
-    errors_by_kind.update(read_parquet(path, ['error']).column('error').to_pylist())
+    table = read_parquet(path, ['uri', 'error'])
+    errors_by_kind.update(table.column('error').to_pylist())
+    uris.extend(table.column('uri').chunks)
   errors = sum(errors_by_kind.values())
-  return {'uris': labelled + errors, 'labelled': labelled, 'errors': errors,
-          'errors_by_kind': dict(sorted(errors_by_kind.items()))}
+  distinct = pc.count_distinct(pa.chunked_array([chunk.cast(pa.large_string()) for chunk in uris],
+                                                pa.large_string())).as_py()
+  return {'uris': labelled + errors, 'distinct_uris': distinct, 'labelled': labelled,
+          'errors': errors, 'errors_by_kind': dict(sorted(errors_by_kind.items()))}
+
+
+def repeated_uri_problems(totals):
+  """The directory's own accounting: one row per URI. Rows outnumber URIs where two runs
+  wrote into it at once, or a part was copied in from elsewhere."""
+  rows, distinct = totals['uris'], totals.get('distinct_uris', totals['uris'])
+  if rows <= distinct:
+    return []
+  return [f'the parts hold {rows:,} rows for {distinct:,} distinct URIs: {rows - distinct:,} '
+          'rows repeat a URI']
 
 
 def write_manifest(output_dir, run, identity):
   """OUTPUT_DIR/_manifest.json, about the whole directory: what produced its rows, the rows
-  its parts hold now, and every run that wrote there (this one's entry replaced by `run`).
-  Written under a temporary name and renamed, so a reader never sees half of it."""
+  its parts hold now, and every run that wrote there (this one's entry replaced by `run`,
+  whose accounting gains the directory's repeated URIs, if any). Written under a temporary
+  name and renamed, so a reader never sees half of it."""
   earlier = read_manifest(output_dir) or {}
   runs = [entry for entry in earlier.get('runs', []) if entry.get('run_id') != run['run_id']]
   for entry in runs:
     if entry.get('status') == 'running':  # it ended without a word: killed
       entry['status'] = 'interrupted'
+  totals = directory_totals(output_dir)
+  repeated = repeated_uri_problems(totals)
+  if repeated:
+    run['accounting'] = {'complete': False,
+                         'problems': run['accounting']['problems'] + repeated}
   manifest = {
       'output': output_dir,
       'identity': identity,
-      'totals': directory_totals(output_dir),
+      'totals': totals,
       'runs': runs + [run],
   }
   write_bytes(FileSystems.join(output_dir, MANIFEST),

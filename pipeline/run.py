@@ -30,6 +30,7 @@ from pipeline.dry_run import (dry_run_model, job_description, model_checks,
                               worker_location_problems)
 from pipeline.failure_summary import summary_lines
 from pipeline.identity import differences, directory_identity
+from pipeline.lease import STALE_AFTER_S, LeaseHeld, take_lease
 from pipeline.models import ChosenModel, ModelError, choose_model
 from pipeline.options import model_handle_problems, parse_args, verbose_requested
 from pipeline.output_dir import (LayoutError, OutputExistsError, out_of_date_lines,
@@ -85,7 +86,7 @@ def dry_run(args, pipeline_options):
 def run(argv, log_path=None):
   try:
     return _run(argv, log_path)
-  except (OutputExistsError, LayoutError, ModelError, UsageError) as e:
+  except (OutputExistsError, LayoutError, ModelError, UsageError, LeaseHeld) as e:
     print(f'label-images: {e}', file=sys.stderr)
     return EXIT_USAGE
 
@@ -105,15 +106,28 @@ def _run(argv, log_path):
   if problems:
     raise UsageError('\n'.join(problems))
   model = choose_model(args)
+  started_at = report.now()
+  run_id = new_run_id(started_at)
+  lease = take_lease(args.output, run_id, started_at, runs_in_this_process(pipeline_options))
+  try:
+    return _run_holding_lease(argv, args, pipeline_options, local, model, run_id, started_at,
+                              lease, log_path)
+  finally:
+    lease.release()
+
+
+def _run_holding_lease(argv, args, pipeline_options, local, model, run_id, started_at, lease,
+                       log_path):
+  """The run, from its first write into the output directory, which this process alone
+  writes to until the lease is given back."""
   prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
   identity = directory_identity(
       args, local, model,
       load_int8(args.model_handle)[1] if args.engine == 'litert_int8' else None)
   if args.resume:
     require_same_identity(args.output, identity)
-  started_at = report.now()
-  this = _ThisRun(argv, args, pipeline_options, new_run_id(started_at), started_at, model,
-                  identity, log_path)
+  this = _ThisRun(argv, args, pipeline_options, run_id, started_at, model, identity, lease,
+                  log_path)
   # Recorded before the first part: a directory always says what produced its rows.
   _record(this, {}, {}, 'running')
   result = None
@@ -174,6 +188,7 @@ class _ThisRun(NamedTuple):
   started_at: datetime.datetime
   model: ChosenModel
   identity: dict
+  lease: object  # lease.take_lease's, given back before a stopped run exits
   log_path: str
 
 
@@ -215,10 +230,13 @@ def _stop(stop, this, result):
   """After the first SIGINT or SIGTERM: says what stands and how to go on, then exits."""
   if not is_local(this.options):
     print(f'label-images: {stop}: stopped waiting; '
-          f'{stopping.remote_job_message(result, this.options)}', file=sys.stderr)
+          f'{stopping.remote_job_message(result, this.options)}. Its lease on '
+          f'{this.args.output} lapses {STALE_AFTER_S // 60} minutes from now: let the job end '
+          'before another run writes there.', file=sys.stderr)
     stopping.exit_now(stop.exit_status)
   rows, committed = stopping.commit_after_stop(this.args.output, this.run_id)
   _record(this, {**PROCESS_TALLY.snapshot(), **rows}, {}, f'interrupted by {stop}')
+  this.lease.release()
   print(f'label-images: interrupted by {stop}: {committed} of this run are committed in '
         f'{this.args.output}.\n  To label the rest: {stopping.resume_command(this.argv)}',
         file=sys.stderr)

@@ -120,8 +120,8 @@ def gcs_emulator():
   port = free_port()
   host = f'http://127.0.0.1:{port}'
   server = subprocess.Popen(
-      [sys.executable, '-m', 'gcp_storage_emulator', 'start', '--host', '127.0.0.1',
-       '--port', str(port), '--in-memory', '--quiet'],
+      [sys.executable, os.path.join(ROOT, 'tests', 'fixtures', 'gcs_emulator.py'), 'start',
+       '--host', '127.0.0.1', '--port', str(port), '--in-memory', '--quiet'],
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   _wait_for_port(port, server, 'the GCS emulator')
   from pipeline import gcs_emulator as anonymous  # pylint: disable=import-outside-toplevel
