@@ -301,8 +301,9 @@ class _GcsStore:
     blob = self._bucket.get_blob(self._name)
     if blob is None:
       return None
+    generation = blob.generation
     try:
-      return blob.download_as_bytes(if_generation_match=blob.generation), blob.generation
+      return blob.download_as_bytes(if_generation_match=generation), generation
     except self._conflicts:  # rewritten or deleted since: read it again
       return self.read()
 

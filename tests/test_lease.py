@@ -241,3 +241,21 @@ def test_rows_outnumbering_uris_are_an_accounting_problem(model_dir, tmp_path):
       f'{rows:,} rows repeat a URI']
   shown = label_images('report', output)
   assert f'{rows:,} rows repeat a URI' in shown.stdout + shown.stderr
+
+
+def test_each_store_writes_the_lease_only_on_its_condition(object_store_dir):
+  """What makes two racing runs end with one holder: create only where absent, rewrite and
+  delete only the version read, answered by the store itself."""
+  path = lease.lease_path(object_store_dir)
+  # pylint: disable=protected-access
+  store = lease._OBJECT_STORES[FileSystems.get_scheme(path)](path, lease._filesystem_options())
+  first = store.create(b'first')
+  with pytest.raises(lease._Conflict):
+    store.create(b'second')
+  second = store.replace(b'second', first)
+  with pytest.raises(lease._Conflict):
+    store.replace(b'third', first)
+  store.delete(first)  # a stale version: the lease stays
+  assert store.read() == (b'second', second)
+  store.delete(second)
+  assert store.read() is None
