@@ -64,7 +64,7 @@ def model_checks(args):
   if args.input.startswith('gs://'):
     checks['--input'] = lambda: _require_input(args.input)
   problems, unchecked = [], []
-  no_access = _no_gcs_access()
+  no_access = no_gcs_access()
   if no_access:
     return problems, [f'{name} ({no_access})' for name in checks]
   for name, check in checks.items():
@@ -77,7 +77,7 @@ def model_checks(args):
   return problems, unchecked
 
 
-def _no_gcs_access():
+def no_gcs_access():
   """Why the driver cannot read gs:// (no credentials), or None. Asked once, quickly:
   Beam's own lookup retries for minutes where there are none."""
   if os.environ.get(gcs_emulator.EMULATOR_ENV):

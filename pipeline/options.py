@@ -11,18 +11,19 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from pipeline.console import VERBOSE_HELP
+from pipeline.dry_run import no_gcs_access
 from transforms.decode import DEFAULT_MAX_PIXELS, decode_image
 from transforms.failures import ImageError
 from transforms.files import exists
 from transforms.http_read import DEFAULT_CONNECTIONS_PER_HOST, DEFAULT_TIMEOUT_S
 from transforms.inference import DEFAULT_BATCH_SIZE
-from transforms.inputs import (FOLDER, GLOB, LIST_SUFFIXES, check_list, input_format,
-                               is_folder_image)
+from transforms.inputs import (FOLDER, GLOB, LIST_SUFFIXES, ListError, check_list,
+                               input_format, is_folder_image, match_pattern)
 from transforms.int8 import require_int8
 from transforms.model import DEFAULT_ENGINE, ENGINES
 from transforms.model_store import SAVED_MODEL, is_saved_model_dir, local_model_dir
 from transforms.read import (DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_READ_ATTEMPTS, canonical_uri,
-                             local_path, read_image_bytes)
+                             local_path, permanent_kind, read_image_bytes)
 from transforms.write import DEFAULT_ROWS_PER_FILE
 
 TFHUB_MOBILENET_V2 = 'https://tfhub.dev/google/tf2-preview/mobilenet_v2'
@@ -197,11 +198,13 @@ def parse_args(argv):
     parser.error('--http_timeout_s must be above 0')
   if args.max_error_fraction is not None and not 0 <= args.max_error_fraction <= 1:
     parser.error('--max_error_fraction must be between 0 and 1')
-  problems = local_path_problems(args)
+  argv = stored_input(args, argv)
+  pipeline_options = PipelineOptions(LOCAL_DEFAULTS + normalize_dry_run(
+      without_option(argv, '--labels', label_files)))
+  problems = local_path_problems(args, pipeline_options)
   if problems:  # wrong paths, not wrong usage: the message alone, without the usage block
     parser.exit(2, ''.join(f'{parser.prog}: error: {problem}\n' for problem in problems))
-  return args, PipelineOptions(LOCAL_DEFAULTS + normalize_dry_run(
-      without_option(argv, '--labels', label_files)))
+  return args, pipeline_options
 
 
 def is_job_label(value):
@@ -277,11 +280,28 @@ def stray_values(others):
   return stray
 
 
-def local_path_problems(args):
-  """Mistakes in local paths, caught before the pipeline starts. Remote paths are left to
-  the workers: the driver may have no access to them (e.g. building a Dataflow job)."""
+def stored_input(args, argv):
+  """argv, and args.input, with a local --input that is not UTF-8 (a name's bytes, as the
+  shell passes them) given as its stored file:// URI (read.canonical_uri): the options travel
+  with the job as UTF-8 text."""
+  try:
+    args.input.encode('utf-8')
+    return argv
+  except UnicodeEncodeError:
+    pass
+  given, args.input = args.input, canonical_uri(args.input, os.getcwd())
+  return [f'--input={args.input}' if token == f'--input={given}' else
+          args.input if token == given and i and argv[i - 1] == '--input' else token
+          for i, token in enumerate(argv)]
+
+
+def local_path_problems(args, pipeline_options=None):
+  """Mistakes in local paths, caught before the pipeline starts, and in a --input list
+  wherever it is. Other remote paths are left to the workers: the driver may have no access
+  to them (e.g. building a Dataflow job)."""
   problems = []
-  input_problem = local_input_problem(args)
+  input_problem = (_undecodable_input_problem(args) or local_input_problem(args)
+                   or remote_list_problem(args, pipeline_options))
   if input_problem:
     problems.append(input_problem)
   if '://' not in args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
@@ -298,12 +318,23 @@ def local_path_problems(args):
   return problems
 
 
+def _undecodable_input_problem(args):
+  """A --input that stored_input could not make UTF-8: a URI other than a local path."""
+  try:
+    args.input.encode('utf-8')
+  except UnicodeEncodeError:
+    return (f'--input: {args.input!r} is not UTF-8 text: only a local path may name files by '
+            'bytes of another encoding')
+  return None
+
+
 def local_input_problem(args):
   """What is wrong with a local --input (a plain path or file://), or None."""
   if local_path(args.input) is None:
     return None
-  path = canonical_uri(args.input, os.getcwd())
-  kind = input_format(path)
+  uri = canonical_uri(args.input, os.getcwd())  # the stored form: file:// for an odd name
+  path = local_path(uri)
+  kind = input_format(uri)
   if kind == FOLDER:
     if not _holds_files(path):
       return f'--input: the folder {args.input} holds no files (hidden ones are skipped)'
@@ -314,22 +345,45 @@ def local_input_problem(args):
     if not os.path.isfile(path):
       return f'--input: no such file: {args.input}'
     try:
-      check_list(path)
+      check_list(uri)
     except (OSError, ValueError) as e:
       return f'--input: {e}'
   elif os.path.isfile(path):
-    if _holds_no_image(path, args):
+    if _holds_no_image(uri, args):
       return (f'--input: {args.input} is neither an image nor a list of URIs: a list is a '
               f'{LIST_SUFFIXES} file')
-  elif not _matches_any(path):
+  elif not _matches_any(match_pattern(uri, kind)):
     return f'--input: no files match {args.input}'
+  return None
+
+
+def remote_list_problem(args, pipeline_options=None):
+  """What is wrong with a --input list that is not local (gs://, s3://, azfs://), read here
+  through Beam's filesystems (with the command's options) as the workers read it: missing,
+  not of its format, or without a uri column; or None. A list this machine cannot read (no
+  credentials, no network: a Dataflow job built from elsewhere) is left to the workers, as a
+  dry run leaves it."""
+  if local_path(args.input) is not None or input_format(args.input) in (FOLDER, GLOB):
+    return None
+  if args.input.startswith('gs://') and no_gcs_access():
+    return None
+  if pipeline_options is not None:
+    FileSystems.set_options(pipeline_options)
+  try:
+    check_list(args.input)
+  except ListError as e:
+    return f'--input: {e}'
+  except Exception as e:  # pylint: disable=broad-except
+    if permanent_kind(e) == 'not_found':
+      return f'--input: no such file: {args.input}'
   return None
 
 
 def _is_under(output, folder):
   if local_path(output) is None:
     return False
-  return os.path.commonpath([canonical_uri(output, os.getcwd()), folder]) == folder
+  output_path = local_path(canonical_uri(output, os.getcwd()))
+  return os.path.commonpath([output_path, folder]) == folder
 
 
 def _holds_files(folder):

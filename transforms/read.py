@@ -9,9 +9,10 @@ a redirect loop) fail at once.
 
 import os
 import random
+import re
+import sys
 import time
 import urllib.parse
-import urllib.request
 from typing import Callable, NamedTuple
 
 import apache_beam as beam
@@ -99,11 +100,55 @@ def permanent_kind(exc):
   return 'read_failed'
 
 
+# The characters of a file name's bytes that a file:// URI keeps as they are: RFC 3986's
+# unreserved ones (which quote() never encodes) and the other characters a path may hold.
+_URI_PATH_SAFE = "/!$&'()*+,;=:@"
+# The characters that keep a local path from being stored as it is: C0 controls and DEL.
+_CONTROL = re.compile(r'[\x00-\x1f\x7f]')
+# A list's entry that is not UTF-8 and names no local file (it has a scheme): stored as its
+# bytes' repr, b'gs://...', which no other stored URI is (each is absolute, or has a scheme).
+_UNDECODABLE = re.compile(r"""b(['"])[a-zA-Z][-a-zA-Z0-9+.]*://.*\1""", re.DOTALL)
+
+
+def is_plain_safe(path):
+  """Whether a local path is stored as it is: valid UTF-8 (no byte of another encoding,
+  which Python holds as a lone surrogate), no control character (C0 or DEL: a newline, a
+  tab), no trailing whitespace (a list's entries are stripped)."""
+  try:
+    path.encode('utf-8')
+  except UnicodeEncodeError:
+    return False
+  return not _CONTROL.search(path) and path == path.rstrip()
+
+
+def file_uri(path):
+  """The RFC 8089 file:// URI of an absolute local path, percent-encoded from the name's
+  bytes (os.fsencode) in uppercase hex: file:///photos/caf%E9.jpg."""
+  return 'file://' + urllib.parse.quote(os.fsencode(path), safe=_URI_PATH_SAFE)
+
+
+def undecodable_entry(raw):
+  """What a list's entry that is not UTF-8 (bytes, or text holding its stray bytes as
+  surrogates) and is not a local path is stored as: its bytes, as Python writes them."""
+  return repr(raw if isinstance(raw, bytes) else os.fsencode(raw))
+
+
+def is_undecodable_entry(uri):
+  return _UNDECODABLE.fullmatch(uri) is not None
+
+
 def local_path(uri):
-  """The local path that `uri` names, a plain path or a file:// URI; None for any other URI."""
+  """The local path that `uri` names, a plain path or a file:// URI; None for any other URI.
+  A file:// URI is percent-decoded to the name's exact bytes (RFC 8089), so a name that is
+  not UTF-8 comes back as os.listdir gives it; a plain path is never decoded (100%.jpg)."""
   if uri[:5].lower() == 'file:':
-    parsed = urllib.parse.urlparse(uri)
-    return urllib.request.url2pathname(parsed.path) if parsed.netloc in ('', 'localhost') else None
+    parts = urllib.parse.urlsplit(uri)
+    if parts.netloc not in ('', 'localhost'):
+      return None
+    return urllib.parse.unquote(parts.path, encoding=sys.getfilesystemencoding(),
+                                errors=sys.getfilesystemencodeerrors())
+  if is_undecodable_entry(uri):
+    return None
   return uri if FileSystems.get_scheme(uri) is None else None
 
 
@@ -116,13 +161,16 @@ def beam_path(uri):
 def canonical_uri(uri, base_dir):
   """The one spelling of `uri` that the output stores and resumes match: a local path (plain
   or file://) made absolute against base_dir and normalised, its symlinks kept (they are the
-  user's names); any other URI as given."""
+  user's names), stored as a plain path where is_plain_safe, else as its file:// URI; any
+  other URI as given. Idempotent."""
   path = local_path(uri)
   if path is None:
     return uri
   absolute = os.path.normpath(path if os.path.isabs(path) else os.path.join(base_dir, path))
   # normpath keeps a leading '//', which POSIX leaves to the system: on Linux it is '/'.
-  return '/' + absolute.lstrip('/') if absolute.startswith('//') else absolute
+  if absolute.startswith('//'):
+    absolute = '/' + absolute.lstrip('/')
+  return absolute if is_plain_safe(absolute) else file_uri(absolute)
 
 
 def retry_after(exc):
@@ -140,6 +188,10 @@ def _read_once(uri, max_bytes, http):
 def read_image_bytes(uri, max_bytes=DEFAULT_MAX_IMAGE_BYTES, retry=RetryPolicy(),
                      on_retry=lambda: None, http=HttpSettings()):
   """Returns the file's bytes, reading at most max_bytes + 1 of them; raises ImageError."""
+  if is_undecodable_entry(uri):
+    raise ImageError('invalid_uri', 'the list gives this entry in bytes that are not UTF-8: '
+                     'only a local path may name a file by its bytes; any other URI must be '
+                     'UTF-8 text')
   for attempt in range(retry.max_attempts):
     try:
       image_bytes = _read_once(uri, max_bytes, http)
