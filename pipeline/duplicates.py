@@ -15,8 +15,10 @@ margin, and is still far above unrelated pictures.
 """
 
 import argparse
+import contextlib
 import io
 import json
+import shlex
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +31,7 @@ from pipeline import results
 from pipeline.console import add_verbose_flag, status
 from pipeline.embedding_index import index_for
 from pipeline.output_dir import DUPLICATES_FILE
-from transforms.files import exists, open_file, write_bytes
+from transforms.files import DamagedPartError, exists, parquet_file, write_bytes
 
 DEFAULT_THRESHOLD = 0.90
 # Cosines are float32 sums of as many products as the embedding is wide (1,280 for MobileNet
@@ -223,11 +225,24 @@ def duplicates_record(output_dir):
   path = FileSystems.join(output_dir, DUPLICATES_FILE)
   if not exists(path):
     return None
-  with open_file(path) as f:
-    record = pq.read_schema(f).metadata or {}
+  with damaged_duplicates_refreshed(output_dir):
+    with parquet_file(path) as parquet:
+      record = parquet.schema_arrow.metadata or {}
   if b'threshold' not in record or b'parts' not in record:
     return None
   return json.loads(record[b'threshold']), json.loads(record[b'parts'])
+
+
+@contextlib.contextmanager
+def damaged_duplicates_refreshed(output_dir):
+  """Within it, DamagedPartError (of a damaged duplicates file, say) says that this command
+  writes the file again."""
+  try:
+    yield
+  except DamagedPartError as e:
+    raise DamagedPartError(
+        e.path, e.cause, e.in_footer,
+        advice=f'`label-images duplicates {shlex.quote(output_dir)}` writes it again') from e
 
 
 def summary(table, embedding_index, threshold, output_dir):

@@ -37,8 +37,8 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import results
 from pipeline.console import plural, status
 from pipeline.output_dir import INDEX_DIR
-from transforms.files import (created_atomically, delete_paths, exists, open_file, read_bytes,
-                              read_parquet, write_bytes)
+from transforms.files import (DamagedPartError, created_atomically, delete_paths, exists,
+                              open_file, read_bytes, read_parquet, write_bytes)
 
 EXACT_LIMIT = 50_000
 TRAINING_PER_CENTROID = 40  # faiss asks for at least 39
@@ -385,7 +385,11 @@ def load_index(output_dir):
     with open_file(_index_path(output_dir, _INDEX_FILE)) as src, open(local_index, 'wb') as dst:
       shutil.copyfileobj(src, dst, 16 << 20)
     index = faiss.read_index(local_index)
-  rows = read_parquet(_index_path(output_dir, _ROWS_FILE))
+  try:
+    rows = read_parquet(_index_path(output_dir, _ROWS_FILE))
+  except DamagedPartError:  # a cache (a partial copy of the directory, say): built again
+    delete_paths([meta_path])
+    return None
   return EmbeddingIndex(index, rows, meta['parts'])
 
 

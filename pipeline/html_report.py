@@ -15,12 +15,15 @@ import datetime
 import html
 import io
 import shlex
+import sys
 
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import label_stats, results
 from pipeline.console import add_verbose_flag, plural, shortened, status
+from pipeline.duplicates import damaged_duplicates_refreshed
 from pipeline.output_dir import REPORT_FILE
+from pipeline.report import directory_totals, repeated_uri_problems
 from pipeline.thumbnails import thumbnails
 from transforms.files import write_bytes
 from transforms.model_spec import recorded_spec
@@ -39,6 +42,7 @@ h1 { font-size: 26px; margin: 8px 0 4px; }
 h2 { font-size: 19px; margin: 36px 0 12px; border-bottom: 1px solid #d9dde5;
      padding-bottom: 6px; }
 .muted { color: #5d6678; font-size: 14px; }
+.problem { background: #fdecea; color: #8a1c12; border-radius: 6px; padding: 8px 12px; }
 .cards { display: flex; flex-wrap: wrap; gap: 12px; margin-top: 16px; }
 .card { background: white; border-radius: 8px; padding: 12px 16px; min-width: 130px;
         box-shadow: 0 1px 2px rgba(0,0,0,.08); }
@@ -311,7 +315,8 @@ def _sections(output_dir, low_confidence, parts, stats, errors):
   if not stats.images:
     return [('labels', 'Labels', _no_labels_section(errors)),
             ('errors', 'Errors', _errors_section(errors))]
-  duplicates = label_stats.duplicate_groups(output_dir)
+  with damaged_duplicates_refreshed(output_dir):
+    duplicates = label_stats.duplicate_groups(output_dir)
   current = duplicates is not None and _is_current(duplicates, parts[LABELS])
   uris = _shown_uris(stats, duplicates.largest if current else [])
   status(f'reading {len(set(uris))} thumbnails')
@@ -330,13 +335,14 @@ def _sections(output_dir, low_confidence, parts, stats, errors):
   ]
 
 
-def render(output_dir, low_confidence=DEFAULT_LOW_CONFIDENCE):
-  """The page, as a string."""
+def render(output_dir, low_confidence=DEFAULT_LOW_CONFIDENCE, problems=None):
+  """The page, as a string; `problems`, the directory's repeated_problems where known."""
   parts = results.finished_parts(output_dir)
   manifest = results.read_manifest(output_dir)
   status('aggregating labels')
   stats = label_stats.label_stats(parts[LABELS], low_confidence)
   errors = label_stats.error_stats(parts[ERRORS])
+  problems = repeated_problems(output_dir) if problems is None else problems
   sections = ''.join(f'<section id="{section}"><h2>{heading}</h2>{body}</section>\n'
                      for section, heading, body in _sections(output_dir, low_confidence,
                                                              parts, stats, errors))
@@ -348,6 +354,7 @@ def render(output_dir, low_confidence=DEFAULT_LOW_CONFIDENCE):
 <body><main>
 <h1>label-images report</h1>
 <p class="muted"><code>{_e(output_dir)}</code>: {_built_from(parts, stats, errors, generated)}</p>
+{''.join(f'<p class="problem">INCOMPLETE: {_e(problem)}</p>' for problem in problems)}
 <section id="run"><h2>The run</h2>{_run_section(manifest, stats, errors)}</section>
 {sections}</main></body></html>
 """
@@ -366,9 +373,18 @@ def parse_args(argv):
   return results.parse_with_filesystem_options(parser, argv)
 
 
+def repeated_problems(output_dir):
+  """The directory's own accounting (one row per URI) as sentences, with what mends it."""
+  return [f'{problem}; `label-images ... --output {output_dir} --resume` removes the extra '
+          'copies' for problem in repeated_uri_problems(directory_totals(output_dir))]
+
+
 def main(argv):
   args = parse_args(argv)
-  page = render(args.output_dir, args.low_confidence)
+  problems = repeated_problems(args.output_dir)
+  for problem in problems:
+    print(f'label-images: INCOMPLETE: {problem}', file=sys.stderr)
+  page = render(args.output_dir, args.low_confidence, problems)
   path = args.html or FileSystems.join(args.output_dir, REPORT_FILE)
   write_bytes(path, page.encode('utf-8'))
   print(f'label-images: wrote {path}')

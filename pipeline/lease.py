@@ -5,8 +5,9 @@ before its first write there and gives it back at its end; a second one is refus
 any work, naming the holder. How it is held depends on where the directory is:
 
 - local: an exclusive flock on _lease.json, which the kernel gives back when the holder's
-  process ends, however it ends (SIGKILL included). The file stays, holding the description
-  of its last holder; only the lock says whether it is held.
+  process ends, however it ends (SIGKILL included). The file names its holder; the holder
+  removes it as it gives the lease back. One that a killed holder left is unlocked: the
+  next run takes it.
 - gs://, s3://, azfs://: the object exists while it is held. It is created only where absent
   (GCS ifGenerationMatch=0; S3 and Azure If-None-Match: *), and rewritten or deleted only
   where it is still the version its holder wrote (the generation; If-Match on the ETag), so
@@ -181,21 +182,26 @@ class _NoLease:
 class _LocalLease:
   """An exclusive flock on the lease file, held by an open descriptor of this process."""
 
-  def __init__(self, fd):
+  def __init__(self, fd, path):
     self._fd = fd
+    self._path = path
 
   @classmethod
   def take(cls, path, holder):
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      os.close(fd)
-      raise LeaseHeld(held_message(os.path.dirname(path), cls.held_by(path)[1])) from None
+    while True:
+      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        os.close(fd)
+        raise LeaseHeld(held_message(os.path.dirname(path), cls.held_by(path)[1])) from None
+      if _names_same_file(fd, path):
+        break
+      os.close(fd)  # its holder removed it as it gave it back: take the one there now
     os.ftruncate(fd, 0)
     os.pwrite(fd, holder.to_bytes(), 0)
-    return cls(fd)
+    return cls(fd, path)
 
   @staticmethod
   def _locked_descriptor(path):
@@ -222,9 +228,16 @@ class _LocalLease:
   def release(self):
     if self._fd is None:
       return
-    os.ftruncate(self._fd, 0)  # never deleted: another process may be waiting on this inode
+    os.unlink(self._path)  # while locked: a run that opened it meanwhile sees it is gone
     os.close(self._fd)  # which unlocks it
     self._fd = None
+
+
+def _names_same_file(fd, path):
+  try:
+    return os.path.samestat(os.fstat(fd), os.stat(path))
+  except FileNotFoundError:
+    return False
 
 
 class _ObjectLease:

@@ -8,15 +8,22 @@ pd.read_parquet(OUTPUT_DIR) reads the labels alone.
 A run never mixes its rows with an earlier run's by accident: it refuses a directory
 with results unless told to --resume (label only the URIs that have no row yet) or to
 --overwrite (delete the earlier results, and what was derived from them, first).
-Temporary files a killed run left are removed either way.
+Temporary files a killed run left are removed either way. --resume first moves each part it
+cannot read as Parquet (truncated by a partial copy, another file under a part's name) to
+OUTPUT_DIR/_damaged/NAME.damaged, where no reader of the dataset looks, never deleting it:
+the URIs it held are then labelled again, as any URI without a row.
 """
 
+import concurrent.futures
 import os
+import secrets
+import sys
 
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.files import delete_paths, exists, file_name, matching_paths
+from transforms.files import (DAMAGED, DAMAGED_FOLDER, DAMAGED_SUFFIX, DamagedPartError,
+                              delete_paths, exists, file_name, matching_paths, parquet_rows)
 from transforms.schema import ERRORS, LABELS, part_glob, parts_dir
 from transforms.select import output_part_patterns
 
@@ -33,6 +40,8 @@ DERIVED_FILES = {DUPLICATES_FILE: 'duplicates', REPORT_FILE: 'report'}
 _LEGACY_NAMES = {'manifest.json': MANIFEST, 'duplicates.parquet': DUPLICATES_FILE,
                  'report.html': REPORT_FILE}
 _LEGACY_INDEX_FILES = ('embeddings.faiss', 'rows.parquet', 'index.json')
+# Footers read at once by --resume's check: each is a round trip on an object store.
+_FOOTER_READERS = 32
 
 
 class OutputExistsError(Exception):
@@ -44,8 +53,12 @@ class LayoutError(Exception):
 
 
 def prepare_output_dir(output_dir, resume=False, overwrite=False):
-  """Raises OutputExistsError where results exist and neither resume nor overwrite is set,
-  or where the directory cannot be listed."""
+  """Readies OUTPUT_DIR for a run; returns the damaged parts that resume moved aside, as
+  [{'part': path, 'moved_to': path, 'cause': pyarrow's word}] (see set_aside_damaged_parts).
+
+  Raises OutputExistsError where results exist and neither resume nor overwrite is set,
+  or where the directory, or a part's footer, cannot be read (a failure of the filesystem,
+  not of the part)."""
   try:
     parts = _parts(output_dir) + legacy_error_parts(output_dir)
   except BeamIOError as e:
@@ -57,11 +70,57 @@ def prepare_output_dir(output_dir, resume=False, overwrite=False):
         'replace them.')
   adopt_legacy_layout(output_dir)
   parts = _parts(output_dir)
+  moved = set_aside_damaged_parts(output_dir, parts) if resume and not overwrite else []
   leftovers = [path for folder in sorted(_written_folders(output_dir))
                for path in matching_paths(FileSystems.join(folder, '.*.tmp'))]
+  # --overwrite deletes every part, damaged or not.
   doomed = leftovers + (parts + derived_paths(output_dir) if overwrite else [])
   if doomed:
     delete_paths(doomed)
+  return moved
+
+
+def set_aside_damaged_parts(output_dir, parts):
+  """Reads the footer of each of `parts` (concurrently: a bucket may hold thousands) and
+  moves each that cannot be read as Parquet to OUTPUT_DIR/_damaged/NAME.damaged (NAME.TAG.damaged
+  where that is taken), printing a line for each. Nothing is deleted; the moved part's URIs,
+  no longer found in any part, are labelled again by the run. Returns
+  [{'part': path, 'moved_to': path, 'cause': pyarrow's word}], sorted by part."""
+  with concurrent.futures.ThreadPoolExecutor(_FOOTER_READERS) as pool:
+    causes = list(pool.map(_damage_of, parts))
+  damaged = sorted((part, cause) for part, cause in zip(parts, causes) if cause is not None)
+  if not damaged:
+    return []
+  folder = FileSystems.join(output_dir, DAMAGED_FOLDER)
+  taken = {file_name(path) for path in matching_paths(FileSystems.join(folder, '*'))}
+  moved = []
+  for part, cause in damaged:
+    name = file_name(part) + DAMAGED_SUFFIX
+    while name in taken:  # an earlier run set aside a part of the same name
+      name = f'{file_name(part)}.{secrets.token_hex(4)}{DAMAGED_SUFFIX}'
+    taken.add(name)
+    moved_to = FileSystems.join(folder, name)
+    try:
+      _make_folder_of(moved_to)
+      FileSystems.rename([part], [moved_to])
+    except (BeamIOError, OSError) as e:
+      raise OutputExistsError(f'{part} {DAMAGED} ({cause}), and moving it to {moved_to} '
+                              f'failed: {e}') from e
+    print(f'label-images: set aside {part}: it {DAMAGED}: {cause.rstrip(".")}; moved to '
+          f'{moved_to}; this run labels again any image it held', file=sys.stderr)
+    moved.append({'part': part, 'moved_to': moved_to, 'cause': cause})
+  return moved
+
+
+def _damage_of(part):
+  """pyarrow's word on why the part's footer cannot be read, or None where it can."""
+  try:
+    parquet_rows(part)
+  except DamagedPartError as e:
+    return e.cause
+  except (BeamIOError, OSError) as e:
+    raise OutputExistsError(f'cannot read {part} to check it: {e}') from e
+  return None
 
 
 def _parts(output_dir):

@@ -33,7 +33,6 @@ from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
@@ -45,11 +44,12 @@ from pipeline.console import (VERBOSE_HELP, log_to_file, plural, start_logging, 
 from pipeline.failure_summary import summary_lines
 from pipeline.options import (LOCAL_DEFAULTS, LabelImagesOptions, normalize_dry_run,
                               refuse_unknown_options, stray_values)
+from pipeline.lease import LeaseHeld, holding_lease
 from pipeline.output_dir import MANIFEST, LayoutError, OutputExistsError, prepare_output_dir
 from pipeline.runner import (is_local, new_pipeline, runs_in_this_process,
                              runs_on_dataflow)
 from pipeline.stopping import Interrupted, stop_on_signals
-from transforms.files import open_file, parquet_rows
+from transforms.files import parquet_file, parquet_rows
 from transforms.head import LABELS_FILE, RECORD_FILE, WEIGHTS_FILE, load_head
 from transforms.metrics import PROCESS_TALLY
 from transforms.model_spec import CLASSIFIER, LOGITS, ONE_MODEL, PAIR, ModelSpec, recorded_spec
@@ -100,8 +100,7 @@ def _label_part_facts(path):
   """One labels part, from its footer and its `model` column (a few bytes per row: the
   embeddings are not read)."""
   try:
-    with open_file(path) as f:
-      parquet = pq.ParquetFile(f)
+    with parquet_file(path) as parquet:  # DamagedPartError where it is not Parquet
       schema, rows = parquet.schema_arrow, parquet.metadata.num_rows
       missing = [name for name in ('uri', 'model', 'top_k_labels') if name not in schema.names]
       if missing:
@@ -120,8 +119,7 @@ def _label_part_facts(path):
 
 def _first_row(path, column):
   """The first row's value of `column` in a part that has rows."""
-  with open_file(path) as f:
-    parquet = pq.ParquetFile(f)
+  with parquet_file(path) as parquet:
     group = next(number for number in range(parquet.num_row_groups)
                  if parquet.metadata.row_group(number).num_rows)
     return parquet.read_row_group(group, columns=[column], use_threads=False).column(0)[0]
@@ -534,7 +532,7 @@ def main(argv):
   """label-images relabel ARGV; returns the exit status."""
   try:
     return _run(argv)
-  except (RelabelRefused, OutputExistsError, LayoutError, results.NoResultsError,
+  except (RelabelRefused, OutputExistsError, LayoutError, LeaseHeld, results.NoResultsError,
           results.MixedOriginError, results.UnreadablePartError) as e:
     print(f'label-images: {e}', file=sys.stderr)
     return EXIT_USAGE
@@ -563,19 +561,26 @@ def _run(argv):
     else:
       print(job_description(args, pipeline_options, pipeline.run().job, source, settings))
     return 0
-  prepare_output_dir(args.output, overwrite=args.overwrite)
   started_at = report.now()
-  this = _ThisRun(argv, args, pipeline_options, source, head, settings, new_run_id(started_at),
-                  started_at, relabelled_identity(args, source, head), log_path)
+  run_id = new_run_id(started_at)
+  with holding_lease(args.output, run_id, started_at, runs_in_this_process(pipeline_options)):
+    return _relabel(_ThisRun(argv, args, pipeline_options, source, head, settings, run_id,
+                             started_at, relabelled_identity(args, source, head), log_path))
+
+
+def _relabel(this):
+  """The run, from its first write into NEW_DIR, which this process alone writes to."""
+  args, source, head = this.args, this.source, this.head
+  prepare_output_dir(args.output, overwrite=args.overwrite)
   _record(this, {}, 'running')  # before the first part: NEW_DIR says what made its rows
   status(f'label-images: relabelling {plural(source.label_rows, "row")} in '
          f'{plural(len(source.label_paths), "part")} of {source.output_dir} with '
          f'{args.model_handle} ({plural(len(head.labels), "class", "classes")})')
   result, console = None, sys.stderr
   try:
-    with stop_on_signals(), stderr_to_log(log_path, args.verbose):
+    with stop_on_signals(), stderr_to_log(this.log_path, args.verbose):
       try:
-        result = build(pipeline_options, source, args.output, this.run_id, settings).run()
+        result = build(this.options, source, args.output, this.run_id, this.settings).run()
         result.wait_until_finish()
       except Interrupted as stop:
         # Still inside: what the workers print as they stop goes to the log.

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from pipeline.console import plural
 from pipeline.output_dir import MANIFEST
 from pipeline.results import part_paths, read_manifest
-from transforms.files import read_parquet, write_bytes
+from transforms.files import DAMAGED_FOLDER, read_parquet, write_bytes
 from transforms.int8 import load_int8
 from transforms.metrics import NAMESPACE
 from transforms.rows import NONE_OF_THE_CLASSES
@@ -58,8 +58,9 @@ def _version(package):
 
 
 def build_manifest(args, pipeline_options, model, run_id, totals, distributions, started_at,
-                   finished_at, status='completed'):
-  """This run's entry in the manifest; `model` is the ChosenModel it labelled with."""
+                   finished_at, status='completed', set_aside=()):
+  """This run's entry in the manifest; `model` is the ChosenModel it labelled with,
+  `set_aside` the damaged parts it moved aside before it started."""
   labelled, errors = totals.get(LABELS, 0), totals.get(ERRORS, 0)
   seconds = (finished_at - started_at).total_seconds()
   counts = {name: totals.get(name, 0) for name in (
@@ -96,6 +97,7 @@ def build_manifest(args, pipeline_options, model, run_id, totals, distributions,
       'images_per_second': round(labelled / seconds, 2) if seconds > 0 else None,
       'counts': counts,
       'accounting': {'complete': not problems, 'problems': problems},
+      'damaged_parts_set_aside': list(set_aside),
       'errors_by_kind': {name.split('.', 1)[1]: n for name, n in sorted(totals.items())
                          if name.startswith(f'{ERRORS}.')},
       'distributions': distributions,
@@ -223,6 +225,11 @@ def summary(manifest, totals):
   timings = _timings(manifest['distributions'])
   if timings:
     lines.append('  ' + timings)
+  moved = manifest.get('damaged_parts_set_aside') or []
+  if moved:
+    lines.append(f"  set aside: {plural(len(moved), 'damaged part')} (cannot be read as "
+                 f"Parquet), kept in {FileSystems.join(manifest['output'], DAMAGED_FOLDER)}/; "
+                 'the images they held were labelled again')
   for problem in manifest['accounting']['problems']:
     lines.append(f'  INCOMPLETE: {problem}')
   held = [part_glob(kind) for kind, rows in ((LABELS, totals['labelled']),

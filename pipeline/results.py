@@ -2,16 +2,18 @@
 filesystem: what report, similar and duplicates are computed from."""
 
 import json
+import sys
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.lease import still_written_warning
 from pipeline.options import refuse_unknown_options
 from pipeline.output_dir import MANIFEST, adopt_legacy_layout
-from transforms.files import (exists, file_name, matching_paths, open_file, parquet_rows,
+from transforms import files
+from transforms.files import (exists, file_name, matching_paths, parquet_file, parquet_rows,
                               read_bytes)
 from transforms.schema import (EMBEDDING, ERRORS, ERRORS_SCHEMA, LABELS, ROW_KINDS,
                                embedding_field, labels_schema, part_glob)
@@ -26,13 +28,17 @@ _OUTPUT_FIELDS = {field.name: field for schema in (labels_schema(None, open_set=
 
 def parse_with_filesystem_options(parser, argv):
   """Parses argv, handing the Beam options among it (--s3_endpoint_url,
-  --azure_connection_string, ...) to Beam's filesystems, as a pipeline would."""
+  --azure_connection_string, ...) to Beam's filesystems, as a pipeline would. Where a run is
+  still writing the OUTPUT_DIR it names, says so."""
   parser.allow_abbrev = False
   refuse_unknown_options(parser, argv)
   args, beam_args = parser.parse_known_args(argv)
   if any(not arg.startswith('--') for arg in beam_args[:1]):
     parser.error(f'unrecognized arguments: {" ".join(beam_args)}')
   FileSystems.set_options(PipelineOptions(beam_args))
+  being_written = getattr(args, 'output_dir', None) and still_written_warning(args.output_dir)
+  if being_written:
+    print(being_written, file=sys.stderr)
   return args
 
 
@@ -48,9 +54,12 @@ class NoEmbeddingsError(NoResultsError):
   """Labels rows without embeddings: their model gives class scores only."""
 
 
-class UnreadablePartError(Exception):
-  """A part whose values do not fit the output's types: a null URI, a missing column,
-  embeddings of another width than the other parts'."""
+# A part whose values do not fit the output's types (a null URI, a missing column, embeddings
+# of another width than the other parts'), or, as DamagedPartError, that is not Parquet at
+# all: defined in transforms/files.py, where every reader of a part opens it, and named here
+# for the commands that catch them.
+UnreadablePartError = files.UnreadablePartError
+DamagedPartError = files.DamagedPartError
 
 
 def part_paths(output_dir, kind=LABELS):
@@ -94,8 +103,8 @@ def part_rows(paths):
 def holds_embeddings(label_paths):
   """Whether the labels parts have an embedding column (a classifier's rows have none).
   The first part speaks for all: read_batches refuses a part that differs."""
-  with open_file(label_paths[0]) as f:
-    return EMBEDDING in pq.read_schema(f).names
+  with parquet_file(label_paths[0]) as parquet:
+    return EMBEDDING in parquet.schema_arrow.names
 
 
 def require_embeddings(output_dir, label_paths):
@@ -117,11 +126,11 @@ def read_batches(paths, columns, batch_rows=BATCH_ROWS):
   dictionary-encoded columns, or as columns of type null where it has no rows.
 
   The embedding is a fixed-size list as wide as the parts hold it; UnreadablePartError
-  where one part's width differs from another's."""
+  where one part's width differs from another's, DamagedPartError (one) where a part is not
+  Parquet."""
   width = None  # of the embeddings, once a part has shown it
   for path in paths:
-    with open_file(path) as f:
-      parquet = pq.ParquetFile(f)
+    with parquet_file(path) as parquet:
       missing = [name for name in columns if name not in parquet.schema_arrow.names]
       if missing:
         raise UnreadablePartError(f'{path} does not hold what label-images writes: no '
@@ -177,8 +186,7 @@ def _in_schema(batch, schema, path):
 
 def read_row(path, row, columns):
   """One row of one part, as a dict, reading only the row group that holds it."""
-  with open_file(path) as f:
-    parquet = pq.ParquetFile(f)
+  with parquet_file(path) as parquet:
     for group in range(parquet.num_row_groups):
       group_rows = parquet.metadata.row_group(group).num_rows
       if row < group_rows:

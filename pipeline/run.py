@@ -86,7 +86,8 @@ def dry_run(args, pipeline_options):
 def run(argv, log_path=None):
   try:
     return _run(argv, log_path)
-  except (OutputExistsError, LayoutError, ModelError, UsageError, LeaseHeld) as e:
+  except (OutputExistsError, LayoutError, ModelError, UsageError, LeaseHeld,
+          results.UnreadablePartError) as e:
     print(f'label-images: {e}', file=sys.stderr)
     return EXIT_USAGE
 
@@ -120,14 +121,14 @@ def _run_holding_lease(argv, args, pipeline_options, local, model, run_id, start
                        log_path):
   """The run, from its first write into the output directory, which this process alone
   writes to until the lease is given back."""
-  prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
+  set_aside = prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
   identity = directory_identity(
       args, local, model,
       load_int8(args.model_handle)[1] if args.engine == 'litert_int8' else None)
   if args.resume:
     require_same_identity(args.output, identity)
   this = _ThisRun(argv, args, pipeline_options, run_id, started_at, model, identity, lease,
-                  log_path)
+                  set_aside, log_path)
   # Recorded before the first part: a directory always says what produced its rows.
   _record(this, {}, {}, 'running')
   result = None
@@ -142,7 +143,8 @@ def _run_holding_lease(argv, args, pipeline_options, local, model, run_id, start
     return _failed(failure, this)
   manifest, directory_totals = _record(this, *report.read_metrics(result), 'completed')
   print(report.summary(manifest, directory_totals))
-  if manifest['counts']['parts'] or manifest['counts']['redundant_rows_removed']:
+  if (manifest['counts']['parts'] or manifest['counts']['redundant_rows_removed']
+      or this.set_aside):
     for line in out_of_date_lines(args.output):
       print(line)
   problems = manifest['accounting']['problems']
@@ -189,6 +191,7 @@ class _ThisRun(NamedTuple):
   model: ChosenModel
   identity: dict
   lease: object  # lease.take_lease's, given back before a stopped run exits
+  set_aside: list  # the damaged parts moved aside before the run: {part, moved_to, cause}
   log_path: str
 
 
@@ -208,7 +211,8 @@ def _record(this, totals, distributions, status):
   """This run's entry in the directory's manifest; returns the entry and the directory's
   totals."""
   run = report.build_manifest(this.args, this.options, this.model, this.run_id, totals,
-                              distributions, this.started_at, report.now(), status=status)
+                              distributions, this.started_at, report.now(), status=status,
+                              set_aside=this.set_aside)
   return run, report.write_manifest(this.args.output, run, this.identity)['totals']
 
 

@@ -59,7 +59,7 @@ def test_the_manifest_describes_the_whole_directory(model_dir, labelled):
   assert label_images('--input', images / '*', '--output', output, *model_args(model_dir),
                       '--resume').returncode == 0
   manifest = read_manifest(output)
-  assert manifest['totals'] == {'uris': 4, 'labelled': 3, 'errors': 1,
+  assert manifest['totals'] == {'uris': 4, 'distinct_uris': 4, 'labelled': 3, 'errors': 1,
                                 'errors_by_kind': {'not_an_image': 1}}
   assert [run['status'] for run in manifest['runs']] == ['completed', 'completed']
   assert [run['counts']['labelled'] for run in manifest['runs']] == [2, 1]

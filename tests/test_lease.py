@@ -20,7 +20,7 @@ from azure.storage.blob import BlobServiceClient
 from conftest import AZURITE_ACCOUNT, PHOTOS_DIR, ROOT
 from pipeline import lease, report, results
 from test_cli import label_images, model_args
-from transforms.files import exists, open_file, read_bytes, write_bytes
+from transforms.files import exists, read_bytes, write_bytes
 
 COPIES = 12  # of each photo: runs long enough that two started together overlap
 
@@ -198,16 +198,17 @@ def test_the_holder_renews_its_lease_and_a_taker_in_between_wins(object_store_di
   assert lease.held_by(output_dir)[1].run_id == 'other'
 
 
-def test_a_local_lease_file_names_its_holder_and_stays_after_release(tmp_path):
+def test_a_local_lease_file_names_its_holder_and_goes_with_it(tmp_path):
   output = str(tmp_path / 'out')
   taken = _take(output)
   recorded = json.loads(read_bytes(lease.lease_path(output)))
   assert recorded['run_id'] == 'r1' and recorded['pid'] == os.getpid()
   taken.release()
-  # The file stays (a waiting process may hold it open) and holds no holder.
-  with open_file(lease.lease_path(output)) as f:
-    assert f.read() == b''
-  assert lease.held_by(output) == (False, None)
+  assert not os.path.exists(lease.lease_path(output))
+  # One that a killed holder left, unlocked, is taken.
+  with open(lease.lease_path(output), 'wb') as f:
+    f.write(json.dumps(recorded).encode())
+  _take(output, 'r2').release()
 
 
 def test_report_of_a_directory_being_written_warns(model_dir, tmp_path):

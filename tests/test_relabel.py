@@ -197,8 +197,8 @@ def test_every_row_once_with_the_heads_labels_and_the_rest_carried_over(source, 
   assert identity['model'] == ModelSpec((299, 299), len(CLASSES), LOGITS, WIDTH, ONE_MODEL,
                                         'logits', 'embedding').to_dict()
   assert identity['min_score'] is None
-  assert recorded['totals'] == {'uris': len(uris) + 5, 'labelled': len(uris), 'errors': 5,
-                                'errors_by_kind': ERROR_ROWS}
+  assert recorded['totals'] == {'uris': len(uris) + 5, 'distinct_uris': len(uris) + 5,
+                                'labelled': len(uris), 'errors': 5, 'errors_by_kind': ERROR_ROWS}
 
   out = capsys.readouterr().out
   assert f'label-images: relabelled {len(uris)} rows with {head_dir} (6 classes), 5 errors ' \

@@ -24,12 +24,12 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import metrics
 from transforms.commit import FinalizeRun
-from transforms.files import created_atomically, file_name, open_file, read_parquet
+from transforms.files import (created_atomically, file_name, open_file, parquet_file,
+                              read_parquet)
 from transforms.head import head_logits, load_head
 from transforms.rows import NONE_OF_THE_CLASSES
 from transforms.schema import EMBEDDING, ERRORS, LABELS, kind_of_part, labels_schema, parts_dir
@@ -62,8 +62,7 @@ def carried_batches(path, embedding_width, batch_rows=BATCH_ROWS):
   or dictionary-encoded string); ValueError where they do not fit, e.g. embeddings of
   another width."""
   schema = pa.schema([labels_schema(embedding_width).field(name) for name in CARRIED_COLUMNS])
-  with open_file(path) as f:
-    parquet = pq.ParquetFile(f)
+  with parquet_file(path) as parquet:  # DamagedPartError where it is not Parquet
     missing = [name for name in CARRIED_COLUMNS if name not in parquet.schema_arrow.names]
     if missing:
       raise ValueError(f'{path} does not hold what label-images writes: no column '

@@ -27,7 +27,7 @@ from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms import metrics
-from transforms.files import file_name
+from transforms.files import damage_named, file_name
 from transforms.inputs import read_listed_uris
 from transforms.read import canonical_uri
 from transforms.schema import LABELS, ROW_KINDS, kind_of_part, part_glob, parts_dir
@@ -50,9 +50,13 @@ def shard_of(uri):
 
 
 def _rows_of_part(path, base_dir):
-  """(canonical URI, (part file name, URI as the row holds it)) for each row of a part."""
+  """(canonical URI, (part file name, URI as the row holds it)) for each row of a part;
+  DamagedPartError, naming it, where it cannot be read as Parquet (--resume sets such parts
+  aside before the pipeline starts: output_dir.prepare_output_dir)."""
   part = file_name(path)
-  return ((canonical_uri(uri, base_dir), (part, uri)) for uri in read_listed_uris(path))
+  with damage_named(path, in_footer=None):
+    for uri in read_listed_uris(path):
+      yield canonical_uri(uri, base_dir), (part, uri)
 
 
 def _copies_in_keeping_order(uri, rows):
