@@ -15,6 +15,8 @@ REQUIRED_PACKAGES = [
     'ai-edge-litert==2.3.0',
     'pyarrow>=16,<26',
     'google-cloud-storage>=2.14,<4',
+    # The lease on an s3:// output: PutObject's IfNoneMatch and IfMatch (botocore 1.35.16+).
+    'botocore>=1.35.16',
     'numpy>=1.26,<3',
     'pillow>=10.3,<13',
     # The 1000 ImageNet-1k class names (WordNet lemmas), in the order the model uses.

@@ -20,12 +20,14 @@ any work, naming the holder. How it is held depends on where the directory is:
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
 import os
 import socket
 import sys
 import threading
+import time
 from typing import NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
@@ -36,7 +38,11 @@ RENEW_S = 30
 STALE_AFTER_S = 300
 
 
-class LeaseHeld(Exception):
+class LeaseError(Exception):
+  """The lease cannot be taken: its store failed, or (LeaseHeld) another run holds it."""
+
+
+class LeaseHeld(LeaseError):
   """Another live run holds the lease."""
 
 
@@ -175,33 +181,54 @@ def still_written_warning(output_dir):
 
 class _NoLease:
 
+  lost = None
+
   def release(self):
     pass
+
+
+# flock's answers on a filesystem that offers no locks (some network mounts).
+_NO_LOCKS = (errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL)
+# How long a local run tries for the lock before it is refused: a reader checking whether
+# the directory is being written holds it shared for a moment.
+_LOCAL_PATIENCE_S = 2.0
 
 
 class _LocalLease:
   """An exclusive flock on the lease file, held by an open descriptor of this process."""
 
-  def __init__(self, fd, path):
+  lost = None  # the kernel never takes a lock from a live process
+
+  def __init__(self, fd, path, made_folder):
     self._fd = fd
     self._path = path
+    self._made_folder = made_folder  # removed at the end where the run wrote nothing there
 
   @classmethod
   def take(cls, path, holder):
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    folder = os.path.dirname(path) or '.'
+    made_folder = not os.path.isdir(folder)
+    os.makedirs(folder, exist_ok=True)
     while True:
       fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
       try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock_within(fd, _LOCAL_PATIENCE_S)
       except BlockingIOError:
         os.close(fd)
         raise LeaseHeld(held_message(os.path.dirname(path), cls.held_by(path)[1])) from None
+      except OSError as e:
+        os.close(fd)
+        if e.errno not in _NO_LOCKS:
+          raise
+        print(f'label-images: no lease on {os.path.dirname(path)}: its filesystem offers no '
+              'locks; make sure no other run writes there at the same time', file=sys.stderr)
+        return _NoLease()
       if _names_same_file(fd, path):
         break
       os.close(fd)  # its holder removed it as it gave it back: take the one there now
     os.ftruncate(fd, 0)
     os.pwrite(fd, holder.to_bytes(), 0)
-    return cls(fd, path)
+    return cls(fd, path, made_folder)
 
   @staticmethod
   def _locked_descriptor(path):
@@ -214,6 +241,8 @@ class _LocalLease:
       fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
       return fd
+    except OSError:  # no locks on this filesystem: nothing to tell
+      pass
     os.close(fd)
     return None
 
@@ -228,9 +257,31 @@ class _LocalLease:
   def release(self):
     if self._fd is None:
       return
-    os.unlink(self._path)  # while locked: a run that opened it meanwhile sees it is gone
-    os.close(self._fd)  # which unlocks it
-    self._fd = None
+    try:
+      # While locked: a run that opened it meanwhile finds it gone (_names_same_file).
+      if _names_same_file(self._fd, self._path):
+        os.unlink(self._path)
+    except OSError as e:
+      print(f'label-images: warning: could not remove {self._path}: {e}', file=sys.stderr)
+    finally:
+      os.close(self._fd)  # which unlocks it
+      self._fd = None
+    if self._made_folder:  # a run refused before its first write leaves no folder behind
+      with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(self._path))
+
+
+def _lock_within(fd, patience_s):
+  """An exclusive flock on fd, tried for patience_s; BlockingIOError where still held."""
+  deadline = time.monotonic() + patience_s
+  while True:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      return
+    except BlockingIOError:
+      if time.monotonic() > deadline:
+        raise
+      time.sleep(0.1)
 
 
 def _names_same_file(fd, path):
@@ -249,12 +300,22 @@ class _ObjectLease:
     self._token = token
     self._output_dir = output_dir
     self._stop = threading.Event()
-    self._lost_to = None
+    self.lost = None  # once another run took the lease: a line that says so
     self._heartbeat = threading.Thread(target=self._renew, name='lease-heartbeat', daemon=True)
     self._heartbeat.start()
 
   @classmethod
   def take(cls, store, holder, output_dir):
+    try:
+      return cls._take(store, holder, output_dir)
+    except (LeaseHeld, _Conflict):
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      raise LeaseError(f'cannot take the lease on {output_dir}: {" ".join(str(e).split())}'
+                       ) from e
+
+  @classmethod
+  def _take(cls, store, holder, output_dir):
     for _ in range(3):  # each conflict means another run moved first: look again
       found = store.read()
       try:
@@ -262,6 +323,8 @@ class _ObjectLease:
           return cls(store, holder, store.create(holder.to_bytes()), output_dir)
         data, token = found
         earlier = Holder.parse(data)
+        if _is_ours(earlier, holder):  # a write of ours that the store answered twice
+          return cls(store, holder, token, output_dir)
         now = _now()
         if earlier is not None and not earlier.is_dead(now):
           raise LeaseHeld(held_message(output_dir, earlier))
@@ -282,10 +345,14 @@ class _ObjectLease:
         self._token = self._store.replace(beat.to_bytes(), self._token)
       except _Conflict:
         found = self._store.read()
-        self._lost_to = Holder.parse(found[0]) if found else None
-        print(f'label-images: warning: lost the lease on {self._output_dir} to '
-              f'{self._lost_to.describe() if self._lost_to else "another run"}; this run was '
-              f'taken for dead after {STALE_AFTER_S} s without a heartbeat', file=sys.stderr)
+        holder = Holder.parse(found[0]) if found else None
+        if _is_ours(holder, self._holder):  # our own write, retried by the store's client
+          self._token = found[1]
+          continue
+        self.lost = (f'lost the lease on {self._output_dir} to {_who(holder)}: this run was '
+                     f'taken for dead (no heartbeat for {STALE_AFTER_S} s), and another may '
+                     'have written there since')
+        print(f'label-images: warning: {self.lost}', file=sys.stderr)
         return
       except Exception as e:  # pylint: disable=broad-except
         # A store that fails a moment is tried again at the next beat.
@@ -295,8 +362,18 @@ class _ObjectLease:
   def release(self):
     self._stop.set()
     self._heartbeat.join()
-    if self._lost_to is None:
+    if self.lost is not None:
+      return
+    try:
       self._store.delete(self._token)
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'label-images: warning: could not give back the lease on {self._output_dir} '
+            f'({e}): it lapses {STALE_AFTER_S // 60} minutes from now', file=sys.stderr)
+
+
+def _is_ours(recorded, holder):
+  return recorded is not None and (recorded.run_id, recorded.host, recorded.pid) == (
+      holder.run_id, holder.host, holder.pid)
 
 
 class _GcsStore:
@@ -308,7 +385,8 @@ class _GcsStore:
     bucket, name = parse_gcs_path(path)
     self._bucket = GcsIO(pipeline_options=options).client.bucket(bucket)
     self._name = name
-    self._conflicts = (exceptions.PreconditionFailed, exceptions.NotFound)
+    self._changed = exceptions.PreconditionFailed
+    self._changed_or_gone = (exceptions.PreconditionFailed, exceptions.NotFound)
 
   def read(self):
     blob = self._bucket.get_blob(self._name)
@@ -317,25 +395,25 @@ class _GcsStore:
     generation = blob.generation
     try:
       return blob.download_as_bytes(if_generation_match=generation), generation
-    except self._conflicts:  # rewritten or deleted since: read it again
+    except self._changed_or_gone:  # rewritten or deleted since: read it again
       return self.read()
 
-  def _write(self, data, generation):
+  def _write(self, data, generation, conflicts):
     blob = self._bucket.blob(self._name)
     try:
       blob.upload_from_string(data, if_generation_match=generation)
-    except self._conflicts as e:
+    except conflicts as e:
       raise _Conflict() from e
     return blob.generation
 
   def create(self, data):
-    return self._write(data, 0)
+    return self._write(data, 0, self._changed)  # a missing bucket is no conflict: it raises
 
   def replace(self, data, token):
-    return self._write(data, token)
+    return self._write(data, token, self._changed_or_gone)
 
   def delete(self, token):
-    with contextlib.suppress(*self._conflicts):
+    with contextlib.suppress(*self._changed_or_gone):
       self._bucket.blob(self._name).delete(if_generation_match=token)
 
 
@@ -395,20 +473,22 @@ class _AzureStore:
     except ResourceNotFoundError:
       return None
 
-  def _upload(self, data, **conditions):
-    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError  # pylint: disable=import-outside-toplevel
+  def _upload(self, data, conflicts, **conditions):
     try:
       return self._blob.upload_blob(data, **conditions)['etag']
-    except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as e:
+    except conflicts as e:
       raise _Conflict() from e
 
   def create(self, data):
-    return self._upload(data, overwrite=False)
+    from azure.core.exceptions import ResourceExistsError  # pylint: disable=import-outside-toplevel
+    # A missing container is no conflict: it raises.
+    return self._upload(data, ResourceExistsError, overwrite=False)
 
   def replace(self, data, token):
     from azure.core import MatchConditions  # pylint: disable=import-outside-toplevel
-    return self._upload(data, overwrite=True, etag=token,
-                        match_condition=MatchConditions.IfNotModified)
+    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError  # pylint: disable=import-outside-toplevel
+    return self._upload(data, (ResourceModifiedError, ResourceNotFoundError), overwrite=True,
+                        etag=token, match_condition=MatchConditions.IfNotModified)
 
   def delete(self, token):
     from azure.core import MatchConditions  # pylint: disable=import-outside-toplevel

@@ -44,7 +44,7 @@ from pipeline.console import (VERBOSE_HELP, log_to_file, plural, start_logging, 
 from pipeline.failure_summary import summary_lines
 from pipeline.options import (LOCAL_DEFAULTS, LabelImagesOptions, normalize_dry_run,
                               refuse_unknown_options, stray_values)
-from pipeline.lease import LeaseHeld, holding_lease
+from pipeline.lease import LeaseError, holding_lease
 from pipeline.output_dir import MANIFEST, LayoutError, OutputExistsError, prepare_output_dir
 from pipeline.runner import (is_local, new_pipeline, runs_in_this_process,
                              runs_on_dataflow)
@@ -306,6 +306,7 @@ class _ThisRun(NamedTuple):
   run_id: str
   started_at: datetime.datetime
   identity: dict
+  lease: object  # lease.holding_lease's, given back before a stopped run exits
   log_path: str
 
 
@@ -532,7 +533,7 @@ def main(argv):
   """label-images relabel ARGV; returns the exit status."""
   try:
     return _run(argv)
-  except (RelabelRefused, OutputExistsError, LayoutError, LeaseHeld, results.NoResultsError,
+  except (RelabelRefused, OutputExistsError, LayoutError, LeaseError, results.NoResultsError,
           results.MixedOriginError, results.UnreadablePartError) as e:
     print(f'label-images: {e}', file=sys.stderr)
     return EXIT_USAGE
@@ -563,9 +564,11 @@ def _run(argv):
     return 0
   started_at = report.now()
   run_id = new_run_id(started_at)
-  with holding_lease(args.output, run_id, started_at, runs_in_this_process(pipeline_options)):
+  with holding_lease(args.output, run_id, started_at,
+                     runs_in_this_process(pipeline_options)) as lease:
     return _relabel(_ThisRun(argv, args, pipeline_options, source, head, settings, run_id,
-                             started_at, relabelled_identity(args, source, head), log_path))
+                             started_at, relabelled_identity(args, source, head), lease,
+                             log_path))
 
 
 def _relabel(this):
@@ -591,6 +594,9 @@ def _relabel(this):
     return _failed(failure, this)
   entry, totals = _record(this, report.read_metrics(result)[0], 'completed')
   print(summary(entry, totals, head))
+  if this.lease.lost:
+    print(f'label-images: {this.lease.lost}: relabel again with --overwrite.', file=sys.stderr)
+    return EXIT_INCOMPLETE
   problems = entry['accounting']['problems']
   if problems:
     print(f'label-images: {args.output} does not account for every row of '
@@ -622,6 +628,7 @@ def _stop(stop, this, result, console):
     stopping.exit_now(stop.exit_status)
   rows, committed = stopping.commit_after_stop(this.args.output, this.run_id)
   _record(this, {**PROCESS_TALLY.snapshot(), **rows}, f'interrupted by {stop}')
+  this.lease.release()
   print(f'label-images: interrupted by {stop}: {committed} of this run are in '
         f'{this.args.output}; relabel again with --overwrite to finish.', file=console)
   console.flush()

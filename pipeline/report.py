@@ -1,6 +1,7 @@
 """The end-of-run report: the summary printed, and OUTPUT_DIR/_manifest.json."""
 
 import collections
+import concurrent.futures
 import datetime
 import json
 import platform
@@ -21,6 +22,7 @@ from transforms.metrics import NAMESPACE
 from transforms.rows import NONE_OF_THE_CLASSES
 from transforms.schema import ERRORS, LABELS, part_glob
 
+_PART_READERS = 16
 _VERSIONED_PACKAGES = ('label-images', 'apache-beam', 'tensorflow', 'tensorflow-hub', 'pyarrow',
                        'pillow')
 
@@ -145,23 +147,24 @@ def _difference(short_by):
 
 def directory_totals(output_dir):
   """Rows in the directory's parts now (labels, errors by kind) and the distinct URIs they
-  hold: a URI with rows in two parts counts once."""
-  uris = []  # the uri column of every part
-  labelled = 0
-  for path in part_paths(output_dir, LABELS):
-    column = read_parquet(path, ['uri']).column('uri')
-    labelled += len(column)
-    uris.extend(column.chunks)
+  hold: a URI with rows in two parts counts once. The parts are read a few at a time: on a
+  bucket each is a round trip."""
+  with concurrent.futures.ThreadPoolExecutor(_PART_READERS) as pool:
+    labels = list(pool.map(lambda path: read_parquet(path, ['uri']),
+                           part_paths(output_dir, LABELS)))
+    errors = list(pool.map(lambda path: read_parquet(path, ['uri', 'error']),
+                           part_paths(output_dir, ERRORS)))
   errors_by_kind = collections.Counter()
-  for path in part_paths(output_dir, ERRORS):
-    table = read_parquet(path, ['uri', 'error'])
+  for table in errors:
     errors_by_kind.update(table.column('error').to_pylist())
-    uris.extend(table.column('uri').chunks)
-  errors = sum(errors_by_kind.values())
-  distinct = pc.count_distinct(pa.chunked_array([chunk.cast(pa.large_string()) for chunk in uris],
-                                                pa.large_string())).as_py()
-  return {'uris': labelled + errors, 'distinct_uris': distinct, 'labelled': labelled,
-          'errors': errors, 'errors_by_kind': dict(sorted(errors_by_kind.items()))}
+  uris = [chunk.cast(pa.large_string()) for table in labels + errors
+          for chunk in table.column('uri').chunks]
+  labelled = sum(table.num_rows for table in labels)
+  error_rows = sum(table.num_rows for table in errors)
+  return {'uris': labelled + error_rows,
+          'distinct_uris': pc.count_distinct(pa.chunked_array(uris, pa.large_string())).as_py(),
+          'labelled': labelled, 'errors': error_rows,
+          'errors_by_kind': dict(sorted(errors_by_kind.items()))}
 
 
 def repeated_uri_problems(totals):

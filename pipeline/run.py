@@ -30,7 +30,7 @@ from pipeline.dry_run import (dry_run_model, job_description, model_checks,
                               worker_location_problems)
 from pipeline.failure_summary import summary_lines
 from pipeline.identity import differences, directory_identity
-from pipeline.lease import STALE_AFTER_S, LeaseHeld, take_lease
+from pipeline.lease import STALE_AFTER_S, LeaseError, take_lease
 from pipeline.models import ChosenModel, ModelError, choose_model
 from pipeline.options import model_handle_problems, parse_args, verbose_requested
 from pipeline.output_dir import (LayoutError, OutputExistsError, out_of_date_lines,
@@ -86,7 +86,7 @@ def dry_run(args, pipeline_options):
 def run(argv, log_path=None):
   try:
     return _run(argv, log_path)
-  except (OutputExistsError, LayoutError, ModelError, UsageError, LeaseHeld,
+  except (OutputExistsError, LayoutError, ModelError, UsageError, LeaseError,
           results.UnreadablePartError) as e:
     print(f'label-images: {e}', file=sys.stderr)
     return EXIT_USAGE
@@ -106,21 +106,22 @@ def _run(argv, log_path):
   problems = model_handle_problems(args, local)
   if problems:
     raise UsageError('\n'.join(problems))
-  model = choose_model(args)
   started_at = report.now()
   run_id = new_run_id(started_at)
+  # Before the model is read: a second run into the directory is refused at once.
   lease = take_lease(args.output, run_id, started_at, runs_in_this_process(pipeline_options))
   try:
-    return _run_holding_lease(argv, args, pipeline_options, local, model, run_id, started_at,
-                              lease, log_path)
+    return _run_holding_lease(argv, args, pipeline_options, local, run_id, started_at, lease,
+                              log_path)
   finally:
     lease.release()
 
 
-def _run_holding_lease(argv, args, pipeline_options, local, model, run_id, started_at, lease,
+def _run_holding_lease(argv, args, pipeline_options, local, run_id, started_at, lease,
                        log_path):
   """The run, from its first write into the output directory, which this process alone
   writes to until the lease is given back."""
+  model = choose_model(args)
   set_aside = prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
   identity = directory_identity(
       args, local, model,
@@ -147,6 +148,10 @@ def _run_holding_lease(argv, args, pipeline_options, local, model, run_id, start
       or this.set_aside):
     for line in out_of_date_lines(args.output):
       print(line)
+  if lease.lost:
+    print(f'label-images: {lease.lost}: check the directory (`label-images report '
+          f'{args.output}`), then go on with --resume.', file=sys.stderr)
+    return EXIT_INCOMPLETE
   problems = manifest['accounting']['problems']
   if problems:
     print('label-images: the output does not account for every input URI: '

@@ -190,7 +190,7 @@ def test_a_list_in_a_bucket_is_checked_before_any_pipeline(gcs_bucket, tmp_path,
 def test_a_list_this_machine_cannot_read_is_left_to_the_workers(monkeypatch, tmp_path):
   """A Dataflow job built where there are no credentials (a dry run, say) is not refused."""
   from pipeline import options  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(options, '_no_gcs_access', lambda: 'no Google Cloud credentials here')
+  monkeypatch.setattr(options, 'no_gcs_access', lambda: 'no Google Cloud credentials here')
   args, _ = options.parse_args(['--input', 'gs://nowhere/list.parquet', '--output',
                                 str(tmp_path / 'out')])
   assert args.input == 'gs://nowhere/list.parquet'

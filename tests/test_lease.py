@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -181,21 +182,50 @@ def test_a_lease_without_heartbeat_is_taken_over_and_a_fresh_one_is_not(object_s
   assert not exists(lease.lease_path(output_dir))
 
 
+def _soon(condition, within_s=20):
+  deadline = time.monotonic() + within_s
+  while not condition():
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+
+
 def test_the_holder_renews_its_lease_and_a_taker_in_between_wins(object_store_dir,
-                                                                  monkeypatch, capsys):
+                                                                  monkeypatch):
   output_dir = object_store_dir
   monkeypatch.setattr(lease, 'RENEW_S', 0.2)
   taken = _take(output_dir)
   first_beat = lease.held_by(output_dir)[1].heartbeat_at
-  time.sleep(1)
-  assert lease.held_by(output_dir)[1].heartbeat_at > first_beat
-  # Another run took it while this one was taken for dead: the next renewal fails, and
-  # giving back leaves the other run's lease alone.
+  _soon(lambda: lease.held_by(output_dir)[1].heartbeat_at > first_beat)
+  assert taken.lost is None
+  # Another run took it while this one was taken for dead: the next renewal fails, the run
+  # knows (it exits 4), and giving back leaves the other run's lease alone.
   _write_lease(output_dir, run_id='other')
-  time.sleep(1)
-  assert 'lost the lease on' in capsys.readouterr().err
+  _soon(lambda: taken.lost is not None)
+  assert 'lost the lease on' in taken.lost and 'run other' in taken.lost
   taken.release()
   assert lease.held_by(output_dir)[1].run_id == 'other'
+
+
+def test_a_lease_this_run_already_wrote_is_its_own(object_store_dir):
+  """A create whose answer was lost and that the store's client retried finds the run's own
+  lease: the run goes on, rather than being refused by itself."""
+  holder = lease.Holder('r1', socket.gethostname(), os.getpid(), report.now().isoformat(),
+                        report.now().isoformat(), True)
+  write_bytes(lease.lease_path(object_store_dir), holder.to_bytes())
+  _take(object_store_dir, 'r1').release()
+  assert lease.held_by(object_store_dir) == (False, None)
+
+
+def test_a_missing_bucket_is_not_taken_for_a_holder(object_store_dir):
+  scheme, rest = object_store_dir.split('://')
+  if scheme == 'azfs':
+    account, _, _ = rest.split('/', 2)
+    missing = f'azfs://{account}/no-such-container/out'
+  else:
+    missing = f'{scheme}://no-such-bucket-{secrets.token_hex(3)}/out'
+  with pytest.raises(lease.LeaseError, match='cannot take the lease on') as refused:
+    _take(missing)
+  assert not isinstance(refused.value, lease.LeaseHeld)
 
 
 def test_a_local_lease_file_names_its_holder_and_goes_with_it(tmp_path):
@@ -204,7 +234,10 @@ def test_a_local_lease_file_names_its_holder_and_goes_with_it(tmp_path):
   recorded = json.loads(read_bytes(lease.lease_path(output)))
   assert recorded['run_id'] == 'r1' and recorded['pid'] == os.getpid()
   taken.release()
-  assert not os.path.exists(lease.lease_path(output))
+  assert not os.path.exists(output)  # made for the lease, and nothing else written there
+  os.makedirs(output)
+  _take(output).release()
+  assert os.listdir(output) == []
   # One that a killed holder left, unlocked, is taken.
   with open(lease.lease_path(output), 'wb') as f:
     f.write(json.dumps(recorded).encode())

@@ -74,8 +74,7 @@ def test_every_kind_of_uri_in_one_run_to_every_kind_of_output(model_dir, stores,
     labelled.update(zip(batch.column('uri').to_pylist(), batch.column('label_index').to_pylist()))
   assert labelled == expected
   assert FileSystems.exists(FileSystems.join(outputs[kind], '_manifest.json'))
-  if kind != 'local':  # the lease, given back (a local one is a lock; its file stays)
-    assert not exists(FileSystems.join(outputs[kind], '_lease.json'))
+  assert not exists(FileSystems.join(outputs[kind], '_lease.json'))  # the lease, given back
   assert not results.error_parts(outputs[kind])
 
 

@@ -81,14 +81,17 @@ def _damage(error):
   """pyarrow's word that a file is not whole Parquet; None for any other failure, such as
   one of the filesystem under it (pyarrow raises a Python file object's own exception as it
   is), which is not the file's fault."""
-  if isinstance(error, pa.ArrowInvalid) or (type(error) is OSError and _raised_by_pyarrow(error)):
+  if isinstance(error, pa.ArrowInvalid) or (
+      type(error) is OSError and error.errno is None and _raised_by_pyarrow(error)):
     return ' '.join(str(error).split()) or type(error).__name__
   return None
 
 
 def _raised_by_pyarrow(error):
   """Whether pyarrow made the exception from its own status (a Parquet reader's IOError:
-  undecodable thrift, a page that does not decompress), not passed on a Python one."""
+  undecodable thrift, a page that does not decompress), not passed on a Python one. The
+  errno a system call's failure carries (EIO, ESTALE on a network mount) tells those apart
+  where the file object is written in C and leaves no frame of its own."""
   frames = traceback.extract_tb(error.__traceback__)
   return bool(frames) and frames[-1].filename.endswith('error.pxi')
 
