@@ -135,6 +135,10 @@ def read_batches(paths, columns, batch_rows=BATCH_ROWS):
       if missing:
         raise UnreadablePartError(f'{path} does not hold what label-images writes: no '
                                   f'column {", ".join(missing)}')
+      if EMBEDDING in columns:  # a width its type states is checked before any batch is read
+        stated = parquet.schema_arrow.field(EMBEDDING).type
+        if pa.types.is_fixed_size_list(stated):
+          width = _same_width(stated.list_size, width, path)
       # One thread: pyarrow's reader threads calling back into a Python file object can
       # still be running when the interpreter exits, which then aborts.
       for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns,

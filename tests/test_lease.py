@@ -19,21 +19,35 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from azure.storage.blob import BlobServiceClient
 
 from conftest import AZURITE_ACCOUNT, PHOTOS_DIR, ROOT
+from http_server import ImageServer
 from pipeline import lease, report, results
 from test_cli import label_images, model_args
 from transforms.files import exists, read_bytes, write_bytes
 
-COPIES = 12  # of each photo: runs long enough that two started together overlap
+COPIES = 12  # of each photo
+# Photos served after SLOW_S seconds each, one connection at a time: the run holding the
+# lease is still running when the test kills it, however fast the machine.
+SLOW_PHOTOS = 3
 
 
 @pytest.fixture(scope='module')
-def photo_copies(tmp_path_factory, shared_fixtures):
+def photo_list(tmp_path_factory, shared_fixtures):
+  """A .txt list of COPIES copies of each photo and SLOW_PHOTOS slow http URIs; yields it and
+  the number of URIs."""
   folder = tmp_path_factory.mktemp('copies')
+  uris = []
   for name in sorted(os.listdir(PHOTOS_DIR)):
     data = open(os.path.join(PHOTOS_DIR, name), 'rb').read()
     for copy in range(COPIES):
       (folder / f'{copy:02d}-{name}').write_bytes(data)
-  return folder
+      uris.append(str(folder / f'{copy:02d}-{name}'))
+  server = ImageServer(PHOTOS_DIR).start()
+  slow = sorted(os.listdir(PHOTOS_DIR))[:SLOW_PHOTOS]
+  uris += [f'{server.base_url}/slow/{name}' for name in slow]
+  listing = folder / 'uris.txt'
+  listing.write_text('\n'.join(uris) + '\n')
+  yield listing, len(uris)
+  server.shutdown()
 
 
 def _start(args, env=None):
@@ -61,7 +75,7 @@ def _wait_for_holder(output, process, deadline_s=300):
     time.sleep(0.1)
 
 
-def _two_runs_then_a_kill_then_resume(args, output, env=None):
+def _two_runs_then_a_kill_then_resume(args, output, uri_count, env=None):
   """Two runs started together into one directory: one labels, the other is refused at once.
   The one labelling is killed with SIGKILL partway; a --resume run takes over and finishes:
   every URI once. Returns the stderr of the run that took over."""
@@ -86,27 +100,29 @@ def _two_runs_then_a_kill_then_resume(args, output, env=None):
   resumed = label_images(*args, '--resume', env=env)
   assert resumed.returncode == 0, resumed.stderr
   rows, distinct = _rows_and_distinct_uris(output)
-  assert rows == distinct == COPIES * len(os.listdir(PHOTOS_DIR))
+  assert rows == distinct == uri_count
   manifest = results.read_manifest(output)
   assert manifest['totals']['uris'] == manifest['totals']['distinct_uris'] == rows
   return resumed.stderr
 
 
+def _args(photo_list, output, model_dir):
+  return ['--input', photo_list[0], '--output', output, '--rows_per_file', 5,
+          '--http_connections_per_host', 1, *model_args(model_dir)]
+
+
 def test_one_writer_locally_and_a_killed_one_gives_the_directory_back(
-    photo_copies, model_dir, tmp_path):
+    photo_list, model_dir, tmp_path):
   output = str(tmp_path / 'out')
-  _two_runs_then_a_kill_then_resume(
-      ['--input', photo_copies, '--output', output, '--rows_per_file', 5,
-       *model_args(model_dir)], output)
+  _two_runs_then_a_kill_then_resume(_args(photo_list, output, model_dir), output, photo_list[1])
   assert lease.held_by(output) == (False, None)
 
 
-def test_one_writer_on_gcs_and_a_killed_one_is_taken_over(photo_copies, model_dir, gcs_bucket):
+def test_one_writer_on_gcs_and_a_killed_one_is_taken_over(photo_list, model_dir, gcs_bucket):
   _, bucket_uri = gcs_bucket
   output = f'{bucket_uri}/out'
-  took_over = _two_runs_then_a_kill_then_resume(
-      ['--input', photo_copies, '--output', output, '--rows_per_file', 5,
-       *model_args(model_dir)], output)
+  took_over = _two_runs_then_a_kill_then_resume(_args(photo_list, output, model_dir), output,
+                                                photo_list[1])
   assert f'took over {output} from run ' in took_over
   assert not exists(lease.lease_path(output))  # given back at the end
 
