@@ -22,8 +22,8 @@ import sys
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.files import (DAMAGED, DAMAGED_FOLDER, DAMAGED_SUFFIX, DamagedPartError,
-                              delete_paths, exists, file_name, matching_paths, parquet_rows)
+from transforms.files import (DAMAGED, DAMAGED_FOLDER, DAMAGED_SUFFIX, delete_paths, exists,
+                              file_name, footer_damage, matching_paths)
 from transforms.schema import ERRORS, LABELS, part_glob, parts_dir
 from transforms.select import output_part_patterns
 
@@ -115,12 +115,9 @@ def set_aside_damaged_parts(output_dir, parts):
 def _damage_of(part):
   """pyarrow's word on why the part's footer cannot be read, or None where it can."""
   try:
-    parquet_rows(part)
-  except DamagedPartError as e:
-    return e.cause
+    return footer_damage(part)
   except (BeamIOError, OSError) as e:
     raise OutputExistsError(f'cannot read {part} to check it: {e}') from e
-  return None
 
 
 def _parts(output_dir):

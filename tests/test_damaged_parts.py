@@ -170,7 +170,7 @@ def test_a_footer_that_cannot_be_fetched_moves_nothing(damaged_dir, monkeypatch)
   def unreachable(path):
     raise BeamIOError('the bucket did not answer')
 
-  monkeypatch.setattr(output_dir, 'parquet_rows', unreachable)
+  monkeypatch.setattr(output_dir, 'footer_damage', unreachable)
   with pytest.raises(OutputExistsError, match='cannot read .* to check it: the bucket did not'):
     prepare_output_dir(str(out), resume=True)
   assert all(os.path.exists(path) for path in damaged)

@@ -109,7 +109,7 @@ def damage_named(path, in_footer=True):
     if cause is None:
       raise
     if in_footer is None:
-      in_footer = not _footer_reads(path)
+      in_footer = footer_damage(path) is not None
     raise DamagedPartError(path, cause, in_footer) from e
 
 
@@ -204,9 +204,10 @@ def parquet_rows(path):
     return parquet.metadata.num_rows
 
 
-def _footer_reads(path):
+def footer_damage(path):
+  """pyarrow's word on why a Parquet file's footer cannot be read, or None where it can."""
   try:
     parquet_rows(path)
-  except DamagedPartError:
-    return False
-  return True
+  except DamagedPartError as e:
+    return e.cause
+  return None
