@@ -13,6 +13,9 @@ REQUIRED_PACKAGES = [
     'tensorflow-hub==0.16.1',
     # The fast engine: TFLite on XNNPACK (tf.lite.Interpreter's successor).
     'ai-edge-litert==2.3.0',
+    # OpenVINO's CPU plugin: bf16 on AMX / AVX512-BF16 (about twice LiteRT's fp32 there), and
+    # an fp32 engine that --engine auto times against LiteRT's.
+    'openvino>=2025.4,<2027',
     'pyarrow>=16,<26',
     'google-cloud-storage>=2.14,<4',
     # The lease on an s3:// output: PutObject's IfNoneMatch and IfMatch (botocore 1.35.16+).

@@ -32,7 +32,8 @@ def build_pipeline(pipeline, options, run_id, model):
       DecodeImages(spec.image_size, options.max_image_pixels)).with_outputs(
           FAILURES, main='images')
   handler = ImageModelHandler(
-      spec, options.model_handle, options.feature_handle, options.batch_size, options.engine)
+      spec, options.model_handle, options.feature_handle, options.batch_size, options.engine,
+      options.precision)
   predictions = decoded.images | 'Inference' >> RunInference(handler)
   rows = predictions | 'ToRows' >> beam.ParDo(
       ToRows(RowSettings(options.top_k, options.model_handle, model.labels.names, spec.scores,

@@ -15,7 +15,7 @@ import google.auth.exceptions
 from apache_beam.options.pipeline_options import GoogleCloudOptions, WorkerOptions
 
 from pipeline import gcs_emulator
-from pipeline.identity import PRECISION
+from pipeline.engine_setting import remote_precision
 from pipeline.models import ChosenModel, ModelError, choose_model
 from transforms.files import exists, matching_paths
 from transforms.inputs import FOLDER, GLOB, input_format, match_pattern
@@ -122,7 +122,7 @@ def job_lines(pipeline_options, job):
 def job_description(args, pipeline_options, job, unchecked):
   """A few lines on the job built: its steps, workers, image, engine and locations."""
   lines = job_lines(pipeline_options, job) + [
-      f'  engine: {args.engine} ({PRECISION[args.engine]}), batches of {args.batch_size}; '
+      f'  engine: {args.engine} ({remote_precision(args)}), batches of {args.batch_size}; '
       f'models {", ".join(filter(None, (args.model_handle, args.feature_handle)))}',
       f'  input {args.input} -> output {args.output}',
   ]

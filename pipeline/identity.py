@@ -7,8 +7,6 @@ import hashlib
 from transforms import decode
 from transforms.model_store import bucket_files, hash_model_files, listing_digest, local_model_dir
 
-PRECISION = {'litert': 'fp32', 'tf': 'fp32', 'litert_int8': 'int8'}
-
 
 def model_fingerprint(handle, local):
   """A hash of the model's files; where the driver has no copy (a remote run with a URL
@@ -21,7 +19,8 @@ def model_fingerprint(handle, local):
 
 
 def directory_identity(args, local, model, int8_model=None):
-  """The identity of rows labelled with `args` and the ChosenModel `model`."""
+  """The identity of rows labelled with `args` (whose engine and precision are settled) and
+  the ChosenModel `model`."""
   height, width = model.spec.image_size
   return {
       'model_handle': args.model_handle,
@@ -31,7 +30,7 @@ def directory_identity(args, local, model, int8_model=None):
                         else None),
       'model': model.spec.to_dict(),
       'engine': args.engine,
-      'precision': PRECISION[args.engine],
+      'precision': args.precision,
       'int8_model_sha256': (int8_model or {}).get('sha256'),
       'preprocessing': {'central_crop_fraction': decode.CENTRAL_FRACTION,
                         'size': height if height == width else [height, width],

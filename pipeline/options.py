@@ -20,7 +20,8 @@ from transforms.inference import DEFAULT_BATCH_SIZE
 from transforms.inputs import (FOLDER, GLOB, LIST_SUFFIXES, ListError, check_list,
                                input_format, is_folder_image, match_pattern)
 from transforms.int8 import require_int8
-from transforms.model import DEFAULT_ENGINE, ENGINES
+from transforms.engines import PRECISIONS, engine_named, engine_names
+from transforms.engines.choice import AUTO, DEFAULT_ENGINE
 from transforms.model_store import SAVED_MODEL, is_saved_model_dir, local_model_dir
 from transforms.read import (DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_READ_ATTEMPTS, canonical_uri,
                              local_path, permanent_kind, read_image_bytes)
@@ -82,12 +83,21 @@ class LabelImagesOptions(PipelineOptions):
     parser.add_argument(
         '--top_k', type=int, default=5, help='How many labels and scores to keep per image.')
     parser.add_argument(
-        '--engine', choices=ENGINES, default=DEFAULT_ENGINE,
-        help='litert: the model converted to TFLite at worker start-up and run on XNNPACK, '
-        'checked against TensorFlow (falls back to it); litert_int8: the int8 model that '
-        '"label-images stage-model --int8_calibration" wrote beside the classification module '
-        '(about twice as fast on CPUs with VNNI; a few percent of labels differ); '
-        'tf: TensorFlow. Default: %(default)s')
+        '--engine', choices=(AUTO, *engine_names()), default=DEFAULT_ENGINE,
+        help='auto: the fastest, on a timed probe of a few batches, of the engines that run '
+        'the precision allowed (--precision), each checked against TensorFlow; litert: '
+        'TFLite on XNNPACK, fp32; openvino_fp32, openvino_bf16: OpenVINO, bf16 only on CPUs '
+        'with AMX or AVX512-BF16; litert_int8: the int8 model that "label-images stage-model '
+        '--int8_calibration" wrote beside the classification module; tf: TensorFlow. A local '
+        'run chooses once, before it starts; on a remote runner each worker chooses at start '
+        'among engines of one precision. --resume keeps the directory\'s engine. '
+        'Default: %(default)s')
+    parser.add_argument(
+        '--precision', choices=PRECISIONS,
+        help='The arithmetic --engine auto may choose: fp32 never picks a reduced precision. '
+        'Default: the fastest whose fidelity meets the bar (top-1 agreement with fp32 >= 97%%, '
+        'embedding cosine >= 0.99; README, "Engines"), on a local runner; fp32 on a remote '
+        'one, whose workers\' CPU this machine cannot time')
     parser.add_argument(
         '--batch_size', type=int, default=DEFAULT_BATCH_SIZE,
         help='Images per forward pass. Default: %(default)s')
@@ -194,6 +204,10 @@ def parse_args(argv):
   args.output = args.output.rstrip('/') or '/'
   if args.resume and args.overwrite:
     parser.error('--resume and --overwrite exclude each other')
+  if args.engine != AUTO and args.precision and args.precision != engine_named(
+      args.engine).precision:
+    parser.error(f'--engine {args.engine} computes in {engine_named(args.engine).precision}, '
+                 f'not {args.precision}: leave --precision out, or use --engine auto')
   if args.http_timeout_s <= 0:
     parser.error('--http_timeout_s must be above 0')
   if args.max_error_fraction is not None and not 0 <= args.max_error_fraction <= 1:

@@ -18,7 +18,7 @@ from pipeline.output_dir import MANIFEST
 from pipeline.results import part_paths, read_manifest
 from transforms.files import DAMAGED_FOLDER, read_parquet, write_bytes
 from transforms.int8 import load_int8
-from transforms.metrics import NAMESPACE
+from transforms.metrics import IMAGES_BY_ENGINE, NAMESPACE
 from transforms.rows import NONE_OF_THE_CLASSES
 from transforms.schema import ERRORS, LABELS, part_glob
 
@@ -59,10 +59,17 @@ def _version(package):
     return None
 
 
+def _by_kind(totals, prefix):
+  """{kind: n} of the counters named PREFIX.KIND."""
+  return {name.split('.', 1)[1]: n for name, n in sorted(totals.items())
+          if name.startswith(f'{prefix}.')}
+
+
 def build_manifest(args, pipeline_options, model, run_id, totals, distributions, started_at,
-                   finished_at, status='completed', set_aside=()):
+                   finished_at, status='completed', set_aside=(), engine_choice=None):
   """This run's entry in the manifest; `model` is the ChosenModel it labelled with,
-  `set_aside` the damaged parts it moved aside before it started."""
+  `set_aside` the damaged parts it moved aside before it started, `engine_choice` what
+  --engine auto measured where the driver chose."""
   labelled, errors = totals.get(LABELS, 0), totals.get(ERRORS, 0)
   seconds = (finished_at - started_at).total_seconds()
   counts = {name: totals.get(name, 0) for name in (
@@ -89,8 +96,11 @@ def build_manifest(args, pipeline_options, model, run_id, totals, distributions,
       'labels': model.labels.source,
       'min_score': args.min_score,
       'engine': args.engine,
+      'precision': args.precision,
+      'engine_choice': engine_choice.to_dict() if engine_choice else None,
+      'images_by_engine': _by_kind(totals, IMAGES_BY_ENGINE),
       # The int8 model's hash and its measured agreement with fp32, from stage-model.
-      'int8_model': load_int8(args.model_handle)[1] if args.engine == 'litert_int8' else None,
+      'int8_model': load_int8(args.model_handle)[1] if args.precision == 'int8' else None,
       'runner': pipeline_options.view_as(StandardOptions).runner or 'DirectRunner',
       'resumed': bool(args.resume),
       'started_at': started_at.isoformat(),
@@ -100,8 +110,7 @@ def build_manifest(args, pipeline_options, model, run_id, totals, distributions,
       'counts': counts,
       'accounting': {'complete': not problems, 'problems': problems},
       'damaged_parts_set_aside': list(set_aside),
-      'errors_by_kind': {name.split('.', 1)[1]: n for name, n in sorted(totals.items())
-                         if name.startswith(f'{ERRORS}.')},
+      'errors_by_kind': _by_kind(totals, ERRORS),
       'distributions': distributions,
       'versions': {'python': platform.python_version(),
                    **{package: _version(package) for package in _VERSIONED_PACKAGES}},
@@ -222,6 +231,11 @@ def summary(manifest, totals):
                f"{plural(counts['blank_entries'], 'blank entry', 'blank entries')}, "
                f"{counts['already_done']:,} already in the output")
   lines.append(f"  model: {manifest['model_description']}; labels: {manifest['labels']}")
+  by_engine = manifest.get('images_by_engine')
+  if by_engine:
+    lines.append('  engine: ' + ', '.join(f'{name} ({n:,} images)'
+                                          for name, n in by_engine.items())
+                 + f" at {manifest.get('precision')}")
   if manifest.get('min_score') is not None:
     lines.append(f"  none of the classes (top score below --min_score {manifest['min_score']:g}): "
                  f"{plural(counts[NONE_OF_THE_CLASSES], 'image')}")

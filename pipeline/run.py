@@ -25,9 +25,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipeline import duplicates, html_report, report, results, similar, stopping
 from pipeline.build import build_pipeline
-from pipeline.console import log_to_file, quiet_native_logs, start_logging, stderr_to_log
+from pipeline.console import (log_to_file, quiet_native_logs, start_logging, status,
+                              stderr_to_log)
 from pipeline.dry_run import (dry_run_model, job_description, model_checks,
                               worker_location_problems)
+from pipeline.engine_setting import EngineSettingError, settle_engine
 from pipeline.failure_summary import summary_lines
 from pipeline.identity import differences, directory_identity
 from pipeline.lease import STALE_AFTER_S, LeaseError, take_lease
@@ -87,7 +89,7 @@ def run(argv, log_path=None):
   try:
     return _run(argv, log_path)
   except (OutputExistsError, LayoutError, ModelError, UsageError, LeaseError,
-          results.UnreadablePartError) as e:
+          results.UnreadablePartError, EngineSettingError) as e:
     print(f'label-images: {e}', file=sys.stderr)
     return EXIT_USAGE
 
@@ -123,13 +125,17 @@ def _run_holding_lease(argv, args, pipeline_options, local, run_id, started_at, 
   writes to until the lease is given back."""
   model = choose_model(args)
   set_aside = prepare_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
+  recorded = (results.read_manifest(args.output) or {}).get('identity') if args.resume else None
+  engine_choice = settle_engine(args, local, model.spec, recorded)
+  if engine_choice:
+    status(f'label-images: engine: {engine_choice.describe()}')
   identity = directory_identity(
       args, local, model,
-      load_int8(args.model_handle)[1] if args.engine == 'litert_int8' else None)
-  if args.resume:
-    require_same_identity(args.output, identity)
+      load_int8(args.model_handle)[1] if args.precision == 'int8' else None)
+  if recorded:
+    require_same_identity(args.output, recorded, identity)
   this = _ThisRun(argv, args, pipeline_options, run_id, started_at, model, identity, lease,
-                  set_aside, log_path)
+                  set_aside, log_path, engine_choice)
   # Recorded before the first part: a directory always says what produced its rows.
   _record(this, {}, {}, 'running')
   result = None
@@ -198,13 +204,11 @@ class _ThisRun(NamedTuple):
   lease: object  # lease.take_lease's, given back before a stopped run exits
   set_aside: list  # the damaged parts moved aside before the run: {part, moved_to, cause}
   log_path: str
+  engine_choice: object  # EngineChoice where this process timed the engines, else None
 
 
-def require_same_identity(output_dir, identity):
+def require_same_identity(output_dir, recorded, identity):
   """--resume adds rows only where they would be comparable with those already there."""
-  recorded = (results.read_manifest(output_dir) or {}).get('identity')
-  if not recorded:
-    return
   changed = differences(recorded, identity)
   if changed:
     raise UsageError(
@@ -217,7 +221,7 @@ def _record(this, totals, distributions, status):
   totals."""
   run = report.build_manifest(this.args, this.options, this.model, this.run_id, totals,
                               distributions, this.started_at, report.now(), status=status,
-                              set_aside=this.set_aside)
+                              set_aside=this.set_aside, engine_choice=this.engine_choice)
   return run, report.write_manifest(this.args.output, run, this.identity)['totals']
 
 

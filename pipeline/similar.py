@@ -18,7 +18,7 @@ from pipeline.console import add_verbose_flag, shortened, status
 from pipeline.label_stats import NONE_LABEL
 from pipeline.embedding_index import NAN_OR_INF, SEARCH_NPROBE, index_for, unit_rows
 from transforms.decode import decode_image
-from transforms.model import load_engine
+from transforms.engines.choice import load_engine
 from transforms.model_spec import recorded_spec
 from transforms.read import canonical_uri, read_image_bytes
 
@@ -70,7 +70,7 @@ def embed_image(output_dir, uri):
   spec = recorded_spec(identity)
   pixels, _, _ = decode_image(read_image_bytes(uri), size=spec.image_size)
   model = load_engine(spec, identity['model_handle'], identity['feature_handle'],
-                      identity['engine'])
+                      identity['engine'], identity.get('precision'))
   return model.predict(pixels[None])[1][0]
 
 

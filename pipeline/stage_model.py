@@ -36,7 +36,7 @@ from transforms.decode import decode_image
 from transforms.failures import ImageError
 from transforms.files import created_atomically, read_bytes, write_bytes
 from transforms.inputs import list_input_uris
-from transforms.litert_engine import LiteRtModel, convert_to_tflite
+from transforms.engines.litert import LiteRtModel, convert_to_tflite
 from transforms.model import load_image_model
 from transforms.model_store import is_saved_model_dir, local_model_dir
 from transforms.quiet import native_stderr_hidden

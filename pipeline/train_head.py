@@ -59,7 +59,7 @@ from transforms.describe import ModelShapeError, load_saved_model
 from transforms.failures import ImageError
 from transforms.labels import builtin_labels
 from transforms.files import delete_paths, exists, matching_paths, read_bytes, write_bytes
-from transforms.model import DEFAULT_ENGINE, load_engine
+from transforms.engines.choice import AUTO, load_engine
 from transforms.model_spec import CLASSIFIER, LOGITS, ONE_MODEL, PAIR, ModelSpec, recorded_spec
 from transforms.read import canonical_uri, read_image_bytes
 
@@ -235,13 +235,17 @@ class Extractor(NamedTuple):
   image_size: tuple
   width: int
   engine_spec: object = None  # what load_engine runs, where it is not `spec`
+  # The directory's; fp32 for a model alone: a head trained on embeddings of one precision.
+  precision: str = 'fp32'
 
   def embed_model(self):
     """An engine's model of uint8 pixels -> (scores, embeddings), and which of the two is
     the embedding."""
     if self.engine_spec is not None:  # a feature-vector module alone: its one output
-      return load_engine(self.engine_spec, self.saved_model, None, self.engine), 0
-    return load_engine(self.spec, self.model_handle, self.feature_handle, self.engine), 1
+      return load_engine(self.engine_spec, self.saved_model, None, self.engine,
+                         self.precision), 0
+    return load_engine(self.spec, self.model_handle, self.feature_handle, self.engine,
+                       self.precision), 1
 
   def describe(self):
     handle = self.feature_handle or self.model_handle
@@ -297,8 +301,9 @@ def extractor_of_directory(output_dir, feature_flag):
         'on those embeddings would not fit the model it ships with. Relabel the directory '
         'with the model as it is now, or restore that model')
   return Extractor(identity.get('model_handle'), identity.get('feature_handle'), spec,
-                   files or current, handle, output, identity.get('engine') or DEFAULT_ENGINE,
-                   tuple(spec.image_size), spec.embedding_width)
+                   files or current, handle, output, identity.get('engine') or AUTO,
+                   tuple(spec.image_size), spec.embedding_width,
+                   precision=identity.get('precision') or 'fp32')
 
 
 def extractor_of_handle(handle, image_size=None):
@@ -315,7 +320,7 @@ def extractor_of_handle(handle, image_size=None):
   files = model_fingerprint(handle, local=True)
   if spec.form == ONE_MODEL:
     return Extractor(handle, None, spec, files, handle, spec.embedding_output,
-                     DEFAULT_ENGINE, tuple(spec.image_size), spec.embedding_width)
+                     AUTO, tuple(spec.image_size), spec.embedding_width)
   # One output, the embedding: described as a classifier's scores, of `classes` values, and
   # run as such.
   if builtin_labels(spec.classes) is not None:
@@ -323,7 +328,7 @@ def extractor_of_handle(handle, image_size=None):
            "as ImageNet's class scores are: is it a classifier rather than its "
            'feature-vector twin?')
   recorded = ModelSpec(tuple(spec.image_size), 0, LOGITS, spec.classes, PAIR)
-  return Extractor(None, handle, recorded, files, handle, None, DEFAULT_ENGINE,
+  return Extractor(None, handle, recorded, files, handle, None, AUTO,
                    tuple(spec.image_size), spec.classes, engine_spec=spec)
 
 
@@ -379,7 +384,7 @@ def computed_embeddings(extractor, uris, progress=status):
   if not uris:
     return found, failed
   progress(f'embedding {plural(len(uris), "example")} with {extractor.describe()} on '
-           f'{extractor.engine}')
+           f'{extractor.engine} ({extractor.precision})')
   model, which = extractor.embed_model()
   with concurrent.futures.ThreadPoolExecutor(READ_THREADS) as pool:
     for start in range(0, len(uris), EMBED_BATCH):
@@ -629,6 +634,7 @@ def head_record(args, extractor, trained, evaluated, embeddings):
           'saved_model': extractor.saved_model,
           'embedding_output': extractor.embedding_output,
           'engine': extractor.engine,
+          'precision': extractor.precision,
       },
       'suggested_min_score': evaluated['suggested_min_score'],
       'min_score_rule': MIN_SCORE_RULE,

@@ -11,7 +11,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms import metrics
 from transforms.failures import Failure
-from transforms.model import DEFAULT_ENGINE, load_engine
+from transforms.engines.choice import DEFAULT_ENGINE, load_engine
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -26,22 +26,27 @@ class ImageModelHandler(ModelHandler):
   the model itself."""
 
   def __init__(self, spec, model_handle, feature_handle, batch_size=DEFAULT_BATCH_SIZE,
-               engine=DEFAULT_ENGINE):
+               engine=DEFAULT_ENGINE, precision=None):
     # Fixed batches: the engines re-plan their memory whenever the batch size changes.
     super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
     self.spec = spec
     self.model_handle = model_handle
     self.feature_handle = feature_handle
-    self.engine = engine
+    self.engine = engine  # a registered name, or 'auto': chosen by a timed probe here
+    self.precision = precision
+    self.batch_size = batch_size
 
   def load_model(self):
-    return load_engine(self.spec, self.model_handle, self.feature_handle, self.engine)
+    return load_engine(self.spec, self.model_handle, self.feature_handle, self.engine,
+                       self.precision, self.batch_size)
 
   def run_inference(self, batch, model, inference_args=None):
     """Yields PredictionResult(DecodedImage, ModelOutput or Failure), one per image.
 
     A batch that fails is retried image by image, so only the culprit fails.
     """
+    # Which engine labelled how many images, as each worker chose it.
+    metrics.counter(f'{metrics.IMAGES_BY_ENGINE}.{model.name}').inc(len(batch))
     try:
       outputs = _predict(model, batch)
     except Exception:  # pylint: disable=broad-except

@@ -8,6 +8,7 @@ import threading
 from apache_beam.metrics import Metrics
 
 NAMESPACE = 'label_images'
+IMAGES_BY_ENGINE = 'images_by_engine'
 
 
 def counter(name):

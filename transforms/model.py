@@ -7,27 +7,18 @@ probe batch checks at load time that this reproduces the classifier's own scores
 does not, both modules run, with a warning. One SavedModel with two outputs runs once; a
 classifier without an embedding gives scores alone.
 
-That TensorFlow model is one of three engines; the default is the same function
-converted to TFLite and run by LiteRT on XNNPACK (litert_engine.py), and litert_int8 runs
-that function quantized to int8 once, by stage-model, on the user's images (int8.py).
+That TensorFlow model is the `tf` engine, the reference the others (transforms/engines/)
+are converted from and checked against.
 """
 
 import logging
 
 import numpy as np
 
-from transforms.describe import entry_point, load_saved_model, probe_pixels
-from transforms.int8 import load_int8
-from transforms.litert_engine import LiteRtModel, TfliteCache, convert_to_tflite
+from transforms.describe import entry_point, load_saved_model
+from transforms.engines.checks import TOLERANCES, probe_figures
 from transforms.model_spec import CLASSIFIER, ONE_MODEL
-from transforms.model_store import local_model_dir
 from transforms.quiet import import_tensorflow
-
-ENGINES = ('litert', 'litert_int8', 'tf')
-DEFAULT_ENGINE = 'litert'
-# Float32 results of the same network computed in a different order differ by ~1e-5,
-# relative to the outputs' scale.
-PROBE_TOLERANCE = 1e-3
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -78,50 +69,6 @@ class ImageModel:
     return outputs[0], (outputs[1] if len(outputs) > 1 else None)
 
 
-def _probe_error(model, reference):
-  """Largest difference of any output on the probe batch, relative to its scale."""
-  pixels = probe_pixels(reference.spec.image_size)
-  return max(
-      float(np.max(np.abs(output - expected))) / max(1.0, float(np.max(np.abs(expected))))
-      for output, expected in zip(model.predict(pixels), reference.predict(pixels))
-      if expected is not None)
-
-
-def load_engine(spec, model_handle, feature_handle, engine=DEFAULT_ENGINE):
-  """The model described by `spec` on `engine`: 'litert' (TFLite on XNNPACK, checked
-  against TensorFlow on a probe batch, TensorFlow where the check fails), 'litert_int8' (the
-  int8 model staged beside the classification module) or 'tf'.
-
-  A conversion that passed its check is cached on local disk, keyed by the models' files,
-  the description and the versions of TensorFlow and LiteRT, so later worker processes load
-  it without TensorFlow.
-  """
-  if engine == 'tf':
-    return load_image_model(spec, model_handle, feature_handle)
-  if engine == 'litert_int8':
-    return LiteRtModel(load_int8(model_handle)[0], spec)
-  handles = [handle for handle in (model_handle, feature_handle) if handle]
-  cache = TfliteCache(spec, *(local_model_dir(handle) for handle in handles))
-  cached = cache.load()
-  if cached is not None:
-    return LiteRtModel(cached, spec)
-  tf_model = load_image_model(spec, model_handle, feature_handle)
-  try:
-    tflite_model = convert_to_tflite(tf_model)
-    fast = LiteRtModel(tflite_model, spec)
-    error = _probe_error(fast, tf_model)
-  except Exception as e:  # pylint: disable=broad-except
-    _LOGGER.warning('The LiteRT engine is unavailable (%s: %s): running on TensorFlow.',
-                    type(e).__name__, e)
-    return tf_model
-  if error > PROBE_TOLERANCE:
-    _LOGGER.warning('The LiteRT engine differs from TensorFlow by %.3g on the probe batch: '
-                    'running on TensorFlow.', error)
-    return tf_model
-  cache.store(tflite_model)
-  return fast
-
-
 def load_image_model(spec, model_handle, feature_handle):
   """The model on TensorFlow, one forward pass per image where the models allow."""
   tf = import_tensorflow()
@@ -161,8 +108,8 @@ def _pair_model(spec, classifier, model_handle, feature_handle):
     return tf.matmul(embeddings, kernel) + bias, embeddings
 
   fused = ImageModel(spec, fused_forward, trackable)
-  error = _probe_error(fused, both_modules)
-  if error > PROBE_TOLERANCE:
+  error = probe_figures(fused, both_modules, spec)['max_relative_error']
+  if error > TOLERANCES['fp32'].max_relative_error:
     _LOGGER.warning('The head of %s applied to the embedding of %s differs from the '
                     'classifier by %.3g on the probe batch: running both modules, two '
                     'forward passes per image.', model_handle, feature_handle, error)
