@@ -25,12 +25,12 @@ def settle_engine(args, local, spec, recorded_identity):
   EngineChoice where this process timed the engines, else None."""
   if args.engine != AUTO:
     args.precision = engine_named(args.engine).precision
-    return None
+    return _runs_here(args, local)
   recorded = recorded_identity or {}
   if args.resume and recorded.get('engine') and args.precision in (None,
                                                                   recorded.get('precision')):
     args.engine, args.precision = recorded['engine'], recorded.get('precision')
-    return None
+    return _runs_here(args, local, recorded=True)
   if not local:
     args.precision = remote_precision(args)
     return None
@@ -41,6 +41,23 @@ def settle_engine(args, local, spec, recorded_identity):
     raise EngineSettingError(f'--precision {args.precision}: {e}') from e
   args.engine, args.precision = running.name, running.precision
   return running.choice
+
+
+def _runs_here(args, local, recorded=False):
+  """None, where args.engine can run on this machine (or is not run here)."""
+  if not local or args.engine == AUTO:
+    return None
+  try:
+    missing = engine_named(args.engine).missing()
+  except ValueError as e:  # a directory labelled by an engine this version does not have
+    missing = str(e)
+  if not missing:
+    return None
+  if recorded:
+    raise EngineSettingError(
+        f'{args.output} was labelled with {args.engine}, which cannot run here: {missing}. '
+        'Resume it on a machine that can, or label into another directory')
+  raise EngineSettingError(f'--engine {args.engine} cannot run here: {missing}')
 
 
 def remote_precision(args):

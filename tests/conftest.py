@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,6 +77,18 @@ def image_model(model_dir, model_spec):
   from transforms.model import load_image_model  # pylint: disable=import-outside-toplevel
   return load_image_model(model_spec, str(model_dir / 'classification'),
                           str(model_dir / 'feature_vector'))
+
+
+def photo_pixels():
+  """(names, pixels at the model's size) of the photos with reference labels, decoded as a
+  run decodes them."""
+  from transforms.decode import decode_image  # pylint: disable=import-outside-toplevel
+  names = sorted(REFERENCE_LABELS)
+  pixels = []
+  for name in names:
+    with open(os.path.join(PHOTOS_DIR, name), 'rb') as f:
+      pixels.append(decode_image(f.read(), MODEL_SIZE)[0])
+  return names, np.stack(pixels)
 
 
 @contextlib.contextmanager

@@ -136,7 +136,7 @@ def test_similar_embeds_an_image_at_the_recorded_size_with_the_recorded_model(
   image = f'{shared_fixtures}/images/parrot.jpg'
   answers = similar.most_similar(str(tmp_path), k=1, image=image, progress=lambda *_, **__: None)
   assert engine.loaded_with == (spec_of(64), '/models/classification', '/models/feature_vector',
-                                'litert')
+                                'litert', 'fp32')
   assert engine.pixels.shape == (1, 299, 299, 3) and engine.pixels.dtype == np.uint8
   assert answers[0]['uri'] == uris[row] and answers[0]['similarity'] == pytest.approx(1)
 

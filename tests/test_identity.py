@@ -21,7 +21,7 @@ def labelled(model_dir, tmp_path):
   for name in ('parrot.jpg', 'bird.bmp'):
     os.symlink(os.path.join(PHOTOS_DIR, name), images / name)
   output = tmp_path / 'out'
-  assert label_images('--input', images / '*', '--output', output,
+  assert label_images('--input', images / '*', '--output', output, '--engine', 'litert',
                       *model_args(model_dir)).returncode == 0
   return images, output
 

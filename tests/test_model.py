@@ -9,15 +9,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from conftest import MODEL_SIZE, PHOTOS_DIR, REFERENCE_LABELS
+from conftest import MODEL_SIZE, REFERENCE_LABELS, photo_pixels
 from pipeline import models
-from transforms.decode import DecodedImage, decode_image
+from transforms.decode import DecodedImage
+from transforms.engines.choice import RunningEngine
 from transforms.failures import Failure
 from transforms.describe import describe, probe_pixels
 from transforms.inference import ImageModelHandler, ModelOutput
-from transforms import model
-from transforms.litert_engine import LiteRtModel
-from transforms.model import ImageModel, find_head, load_engine, load_image_model
+from transforms.model import ImageModel, find_head, load_image_model
 
 
 class TinyModule(tf.train.Checkpoint):
@@ -146,7 +145,7 @@ def test_a_failing_batch_is_retried_image_by_image(model_spec, image_model):
   good = DecodedImage('good.jpg', np.zeros((224, 224, 3), np.uint8), 1, 1)
   bad = DecodedImage('bad.jpg', np.zeros((224, 100, 3), np.uint8), 1, 1)
   handler = ImageModelHandler(model_spec, 'M', 'F')
-  results = handler.run_inference([good, bad, good], image_model)
+  results = handler.run_inference([good, bad, good], RunningEngine('tf', 'fp32', image_model))
   assert [r.example.uri for r in results] == ['good.jpg', 'bad.jpg', 'good.jpg']
   assert isinstance(results[0].inference, ModelOutput)
   assert isinstance(results[2].inference, ModelOutput)
@@ -158,86 +157,6 @@ def test_a_failing_batch_is_retried_image_by_image(model_spec, image_model):
 @pytest.fixture
 def tflite_cache(tmp_path, monkeypatch):
   monkeypatch.setenv('LABEL_IMAGES_CACHE_DIR', str(tmp_path))
-  return tmp_path / 'litert'
-
-
-def photo_pixels():
-  names = sorted(REFERENCE_LABELS)
-  pixels = []
-  for name in names:
-    with open(os.path.join(PHOTOS_DIR, name), 'rb') as f:
-      pixels.append(decode_image(f.read(), MODEL_SIZE)[0])
-  return names, np.stack(pixels)
-
-
-def test_the_fast_engine_matches_tensorflow(model_dir, model_spec, image_model, tflite_cache):
-  fast = load_engine(model_spec, str(model_dir / 'classification'),
-                       str(model_dir / 'feature_vector'))
-  assert isinstance(fast, LiteRtModel)
-  names, pixels = photo_pixels()
-  logits, embeddings = fast.predict(pixels)
-  tf_logits, tf_embeddings = image_model.predict(pixels)
-  assert dict(zip(names, logits.argmax(1).tolist())) == REFERENCE_LABELS
-  cosine = np.sum(embeddings * tf_embeddings, 1) / (
-      np.linalg.norm(embeddings, axis=1) * np.linalg.norm(tf_embeddings, axis=1))
-  assert cosine.min() > 0.9999
-  assert np.max(np.abs(logits - tf_logits)) < 1e-2
-
-
-def test_a_checked_conversion_is_reused_without_tensorflow(model_dir, model_spec, tflite_cache, monkeypatch):
-  handles = model_spec, str(model_dir / 'classification'), str(model_dir / 'feature_vector')
-  load_engine(*handles)
-  assert len(list(tflite_cache.glob('*.tflite'))) == 1
-
-  def no_tensorflow(*args):
-    raise AssertionError('TensorFlow was used')
-  monkeypatch.setattr(model, 'load_image_model', no_tensorflow)
-  assert isinstance(load_engine(*handles), LiteRtModel)
-
-
-def test_falls_back_to_tensorflow_when_conversion_fails(model_dir, model_spec, tflite_cache, monkeypatch,
-                                                        caplog):
-  def broken_converter(tf_model):
-    raise RuntimeError('converter crashed')
-  monkeypatch.setattr(model, 'convert_to_tflite', broken_converter)
-  with caplog.at_level(logging.WARNING):
-    engine = load_engine(model_spec, str(model_dir / 'classification'),
-                         str(model_dir / 'feature_vector'))
-  assert isinstance(engine, ImageModel)
-  assert 'LiteRT engine is unavailable (RuntimeError: converter crashed)' in caplog.text
-  assert not list(tflite_cache.glob('*.tflite'))
-
-
-def test_falls_back_to_tensorflow_when_the_conversion_disagrees(model_dir, model_spec, tflite_cache,
-                                                                monkeypatch, caplog):
-  class OffByOne(LiteRtModel):
-    def predict(self, pixels):
-      logits, embeddings = super().predict(pixels)
-      return logits + 1.0, embeddings
-  monkeypatch.setattr(model, 'LiteRtModel', OffByOne)
-  with caplog.at_level(logging.WARNING):
-    engine = load_engine(model_spec, str(model_dir / 'classification'),
-                         str(model_dir / 'feature_vector'))
-  assert isinstance(engine, ImageModel)
-  assert 'differs from TensorFlow' in caplog.text and 'running on TensorFlow' in caplog.text
-  assert not list(tflite_cache.glob('*.tflite'))
-
-
-def test_the_tf_engine_is_tensorflow(model_dir, model_spec):
-  engine = load_engine(model_spec, str(model_dir / 'classification'),
-                       str(model_dir / 'feature_vector'), 'tf')
-  assert isinstance(engine, ImageModel) and engine.one_pass
-
-
-def test_the_fast_engine_isolates_a_bad_image_in_a_batch(model_dir, model_spec, tflite_cache):
-  fast = load_engine(model_spec, str(model_dir / 'classification'),
-                       str(model_dir / 'feature_vector'))
-  with pytest.raises(ValueError, match='expected pixels of shape'):
-    fast.predict(np.zeros((1, 224, 100, 3), np.uint8))
-  good = DecodedImage('good.jpg', np.zeros((224, 224, 3), np.uint8), 1, 1)
-  bad = DecodedImage('bad.jpg', np.zeros((224, 100, 3), np.uint8), 1, 1)
-  results = ImageModelHandler(model_spec, 'M', 'F').run_inference([good, bad, good], fast)
-  assert [type(r.inference).__name__ for r in results] == ['ModelOutput', 'Failure', 'ModelOutput']
 
 
 def test_a_model_is_described_once_then_read_from_the_cache(model_dir, tflite_cache,

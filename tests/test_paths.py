@@ -96,6 +96,7 @@ def test_an_image_the_model_fails_on_becomes_an_inference_failed_row(
 
     def __init__(self, engine):
       self.engine = engine
+      self.name = engine.name
 
     def predict(self, pixels):
       if (pixels.reshape(len(pixels), -1).max(axis=1) == 0).any():

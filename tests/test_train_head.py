@@ -170,7 +170,7 @@ def test_head_dir_is_one_model_whose_logits_are_head_npz_on_its_embedding(
   from transforms.decode import decode_image
   from transforms.describe import load_saved_model
   from transforms.head import head_logits, load_head
-  from transforms.model import load_engine
+  from transforms.engines.choice import load_engine
   head_dir = str(from_handle[0])
   model = choose_model(types.SimpleNamespace(model_handle=head_dir, feature_handle=None,
                                              labels=None, image_size=None))
@@ -185,7 +185,7 @@ def test_head_dir_is_one_model_whose_logits_are_head_npz_on_its_embedding(
                      for path, _ in examples[::4]])
   reference = load_saved_model(str(model_dir / 'feature_vector'))(
       pixels.astype(np.float32) / 255).numpy()
-  for engine in ('tf', 'litert'):
+  for engine in ('tf', 'litert', 'openvino_fp32'):
     logits, embeddings = load_engine(spec, head_dir, None, engine).predict(pixels)
     np.testing.assert_allclose(logits, head_logits(head, embeddings), atol=TOLERANCE, rtol=0,
                                err_msg=engine)

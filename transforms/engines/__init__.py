@@ -30,6 +30,9 @@ class Engine:
   in_auto: bool = True
   # The engine's own library and version, part of what a passed check is remembered by.
   version: Optional[Callable[[], str]] = None
+  # () -> why this machine cannot run it (no such package or CPU feature), or None: asked
+  # before a run starts, without loading the model.
+  missing: Callable[[], Optional[str]] = lambda: None
 
 
 _REGISTERED = {}

@@ -23,12 +23,13 @@ class Tolerance(NamedTuple):
 # fp32: the same network computed in a different order differs by ~1e-5 of the outputs'
 # scale. bf16 keeps 8 bits of mantissa: ~1e-2 of the scores' scale on photos, up to ~0.12 on
 # the probe's noise image; embeddings stay within cos 0.99.
-# int8: a few percent, checked for gross breakage only; its fidelity on real images is
-# measured when it is staged (int8.json).
+# int8: calibrated on photos, it clips the probe's noise image (cos ~0.75 there, ~0.95 on
+# photos), so the probe only catches a broken conversion (cosines near 0); its fidelity on
+# real images is measured when it is staged (int8.json).
 TOLERANCES = {
     'fp32': Tolerance(1e-3),
     'bf16': Tolerance(0.25, embedding_cosine_min=0.99),
-    'int8': Tolerance(0.5, embedding_cosine_min=0.9),
+    'int8': Tolerance(2.0, embedding_cosine_min=0.5),
 }
 
 # What a reduced precision must show for --engine auto to pick it when the user did not ask

@@ -27,11 +27,20 @@ def masked_capabilities():
 
 
 def _core():
-  try:
-    import openvino  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise EngineUnavailable(f'openvino is not installed ({e})') from e
+  import openvino  # pylint: disable=import-outside-toplevel
   return openvino.Core()
+
+
+def _missing(precision):
+  """Why OpenVINO cannot compute in `precision` here, or None."""
+  try:
+    core = _core()
+  except ImportError as e:
+    return f'openvino is not installed ({e})'
+  if precision == 'bf16' and not cpu_has_bf16(core):
+    return 'this CPU has neither AMX nor AVX512-BF16' + (
+        f' (masked by {CPU_MASK_VARIABLE})' if masked_capabilities() else '')
+  return None
 
 
 def cpu_has_bf16(core):
@@ -77,12 +86,10 @@ class OpenVinoModel:
 
 def _loader(precision):
   def load(source):
-    core = _core()
-    if precision == 'bf16' and not cpu_has_bf16(core):
-      raise EngineUnavailable('this CPU has neither AMX nor AVX512-BF16'
-                              + (f' (masked by {CPU_MASK_VARIABLE})' if masked_capabilities()
-                                 else ''))
-    return OpenVinoModel(core, source.fp32_tflite_path(), source.spec, precision)
+    why = _missing(precision)
+    if why:
+      raise EngineUnavailable(why)
+    return OpenVinoModel(_core(), source.fp32_tflite_path(), source.spec, precision)
   return load
 
 
@@ -90,5 +97,6 @@ def _version():
   return f'openvino=={metadata.version("openvino")}'
 
 
-register(Engine('openvino_fp32', 'fp32', _loader('fp32'), version=_version))
-register(Engine('openvino_bf16', 'bf16', _loader('bf16'), version=_version))
+for _precision in ('fp32', 'bf16'):
+  register(Engine(f'openvino_{_precision}', _precision, _loader(_precision), version=_version,
+                  missing=lambda precision=_precision: _missing(precision)))
