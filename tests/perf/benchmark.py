@@ -1,24 +1,31 @@
 """Throughput of label-images as marginal cost, against the stock approach and its ceiling.
 
-  python tests/perf/benchmark.py [--images N] [--json PATH]
+  python tests/perf/benchmark.py [--images N] [--camera_images C] [--json PATH]
   python tests/perf/benchmark.py --uris N [--json PATH]
 
 Makes (once, cached) sets of N and 5N JPEGs of 500x375 at quality 90 from the shared
-photos (random crops, scales and flips) and the fixture model, stages its int8 model
-(calibrated on a sample of the N set), then measures in one run:
+photos (random crops, scales and flips), sets of C and 5C camera-sized JPEGs (4032x3024,
+about 3 MB, sensor-like noise; tests/perf/decode_rates.py) and the fixture model, stages
+its int8 model (calibrated on a sample of the N set), then measures in one run:
 
   stock_marginal          Beam's TF Hub example approach (tests/perf/stock_pipeline.py),
                           whole process: images/s between the run of N and the run of 5N
-  pipeline_marginal       label-images with its defaults, the same way
-  pipeline_int8_marginal  label-images --engine litert_int8, the same way
-  decode                  the pipeline's decode and preprocessing alone, on every core
-  fast_engine, int8_engine, tf_engine
-                          the engines alone on pre-decoded batches of 32
-  ceiling, ceiling_int8   1 / (1/decode + 1/engine): what one process could do if decode and
-                          inference shared the cores perfectly
-  labels_agree            pipeline (fp32) top-1 equal to the TF SavedModel's, on the 5N set
-  int8_labels_agree, int8_embedding_cosine_min / _median
-                          int8 against fp32 on the 5N set, none of it used for calibration
+  pipeline_marginal       label-images with its defaults (--engine auto), the same way
+  auto_engine             the engine auto chose in that run, and its probe's figures
+  engines                 every registered engine alone on pre-decoded batches of 32 of the
+                          5N set: {images_per_s, labels_agree, embedding_cosine_min} against
+                          litert (fp32); where it cannot run here, why
+  decode_before, decode   the decode stage alone on every core: Pillow's path as it was,
+                          and the pipeline's own
+  ceiling                 1 / (1/decode + 1/engines[auto_engine]): what one process could
+                          do if decode and inference shared the cores perfectly
+  labels_agree            pipeline top-1 equal to the TF SavedModel's, on the 5N set
+  camera_decode_before, camera_decode, camera_decode_floor
+                          the same on the camera-sized 5C set; the floor is libjpeg-turbo's
+                          decode at the smallest DCT scale that keeps the crop at the
+                          model's size, and nothing else
+  camera_pipeline_marginal
+                          label-images with its defaults, between the C and 5C camera sets
 
 Each whole-process mode runs once on a few images first, so that every run finds the images
 in the page cache and the converted model in its cache. The marginal rate leaves out what
@@ -32,12 +39,10 @@ rss_kb_per_uri = (peak RSS at N - peak RSS at N/10) / (0.9 N).
 """
 
 import argparse
-import concurrent.futures
 import glob
 import json
 import os
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -51,14 +56,16 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'fixtures'))
 
 import build_models  # pylint: disable=wrong-import-position
+import decode_rates  # pylint: disable=wrong-import-position
 from measure import run_measured  # pylint: disable=wrong-import-position
 from pipeline import stage_model  # pylint: disable=wrong-import-position
 from pipeline.models import ChosenModel  # pylint: disable=wrong-import-position
 from transforms import int8  # pylint: disable=wrong-import-position
-from transforms.decode import decode_image  # pylint: disable=wrong-import-position
 from transforms.describe import describe  # pylint: disable=wrong-import-position
+from transforms.engines import EngineUnavailable, engine_names  # pylint: disable=wrong-import-position
+from transforms.engines.checks import cosines  # pylint: disable=wrong-import-position
+from transforms.engines.choice import load_engine  # pylint: disable=wrong-import-position
 from transforms.labels import builtin_labels  # pylint: disable=wrong-import-position
-from transforms.model import load_engine  # pylint: disable=wrong-import-position
 
 SHARED_PHOTOS = os.path.join(ROOT, '..', 'shared', 'fixtures', 'images')
 CACHE = os.path.join(tempfile.gettempdir(), 'label-images-benchmark')
@@ -85,6 +92,17 @@ def make_images(count):
       image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     image.save(os.path.join(directory, f'{i:06d}.jpg'), quality=90)
   return directory
+
+
+def camera_images(count):
+  directory = os.path.join(CACHE, f'camera-{count}')
+  decode_rates.make_camera_images(directory, count)
+  return directory
+
+
+def last_run(output_dir):
+  with open(os.path.join(output_dir, '_manifest.json'), encoding='utf-8') as f:
+    return json.load(f)['runs'][-1]
 
 
 def fixture_models():
@@ -115,11 +133,11 @@ def stock_command(handles):
       '--input', images_dir, '--model', handles[0], '--output', output]
 
 
-def pipeline_command(handles, engine):
+def pipeline_command(handles, *options):
   return lambda images_dir, output: [
       sys.executable, '-m', 'pipeline.run', '--input', os.path.join(images_dir, '*.jpg'),
       '--output', output, '--model_handle', handles[0], '--feature_handle', handles[1],
-      '--engine', engine]
+      *options]
 
 
 def measure_marginal(command, image_sets, out_dir, name):
@@ -158,23 +176,14 @@ def measure_scale(count, handles, out_dir):
 
 def image_bytes(images_dir):
   paths = sorted(glob.glob(os.path.join(images_dir, '*.jpg')))
-  contents = []
-  for path in paths:
-    with open(path, 'rb') as f:
-      contents.append(f.read())
-  return paths, contents
+  return paths, decode_rates.read_all(paths)
 
 
-def measure_decode(contents, size):
-  """(images/s of decode_image at `size` on every core, the pixels)."""
-  def decode(image_bytes):
-    return decode_image(image_bytes, size)
-  with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
-    list(pool.map(decode, contents[:WARM_UP_IMAGES]))
-    started = time.perf_counter()
-    pixels = [decoded[0] for decoded in pool.map(decode, contents)]
-    seconds = time.perf_counter() - started
-  return len(contents) / seconds, np.stack(pixels)
+def measure_decodes(contents, size):
+  """{'before': images/s of Pillow's path as it was, 'now': the pipeline's decode_image,
+  'floor': the scaled-decode floor}, on every core, taking turns."""
+  return {name: decode_rates.decode_rate(contents, size, decode)
+          for name, decode in decode_rates.DECODES.items()}
 
 
 def stage_int8(spec, handles, calibration_dir):
@@ -187,16 +196,37 @@ def stage_int8(spec, handles, calibration_dir):
 
 
 def measure_engine(engine, pixels):
+  """(images/s of `engine` alone on batches of ENGINE_BATCH, (scores, embeddings) of all)."""
   engine.predict(pixels[:ENGINE_BATCH])  # warm-up: tracing, memory planning
-  cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+  outputs = []
   started = time.perf_counter()
   for start in range(0, len(pixels), ENGINE_BATCH):
-    engine.predict(pixels[start:start + ENGINE_BATCH])
+    outputs.append(engine.predict(pixels[start:start + ENGINE_BATCH]))
   seconds = time.perf_counter() - started
-  cpu_after = resource.getrusage(resource.RUSAGE_SELF)
-  cpu = (cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime
-         - cpu_before.ru_stime) / seconds
-  return {'images_per_s': len(pixels) / seconds, 'cpu': cpu, 'peak_rss_mb': None}
+  return len(pixels) / seconds, tuple(np.concatenate(parts) for parts in zip(*outputs))
+
+
+def measure_engines(spec, handles, pixels):
+  """{engine name: {images_per_s, labels_agree, embedding_cosine_min}} of every registered
+  engine alone, agreement against litert (fp32); {unavailable: why} where it cannot run."""
+  results, reference = {}, None
+  for name in ['litert'] + [name for name in engine_names() if name != 'litert']:
+    try:
+      engine = load_engine(spec, *handles, name)
+    except EngineUnavailable as e:
+      results[name] = {'unavailable': str(e)}
+      continue
+    rate, (scores, embeddings) = measure_engine(engine, pixels)
+    del engine
+    if reference is None:
+      reference = scores, embeddings
+    results[name] = {
+        'images_per_s': round(rate, 1),
+        'labels_agree': round(float(np.mean(scores.argmax(1) == reference[0].argmax(1))), 4),
+        'embedding_cosine_min': round(float(cosines(embeddings, reference[1]).min()), 4),
+        'embedding_cosine_median': round(float(np.median(cosines(embeddings, reference[1]))),
+                                         4)}
+  return results
 
 
 def labels_agree(pipeline_output, paths, pixels, handles):
@@ -230,6 +260,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--images', type=int, default=1000,
                       help='N: the marginal rates are measured between N and 5N images')
+  parser.add_argument('--camera_images', type=int, default=24,
+                      help='C: the camera-sized marginal rate is measured between C and 5C')
   parser.add_argument('--uris', type=int,
                       help='scale mode: peak memory per listed URI, on N/10 and N missing files')
   parser.add_argument('--json', help='where to write the results as JSON')
@@ -248,36 +280,42 @@ def main():
     return
 
   image_sets = [(count, make_images(count)) for count in (args.images, 5 * args.images)]
+  camera_sets = [(count, camera_images(count)) for count in (args.camera_images,
+                                                              5 * args.camera_images)]
   spec = describe(*handles)
   stage_int8(spec, handles, image_sets[0][1])
-  paths, contents = image_bytes(image_sets[1][1])
-  decode_rate, pixels = measure_decode(contents, spec.image_size)  # also brings the files into the page cache
-  report = {'images': args.images, 'cpu_flags': cpu_flags(), 'cores': os.cpu_count(),
-            'decode': decode_rate}
+  paths, contents = image_bytes(image_sets[1][1])  # also brings the files into the page cache
+  decodes = measure_decodes(contents, spec.image_size)
+  camera_decodes = measure_decodes(image_bytes(camera_sets[1][1])[1], spec.image_size)
+  report = {'images': args.images, 'camera_images': args.camera_images,
+            'cpu_flags': cpu_flags(), 'cores': os.cpu_count(),
+            'decode_before': decodes['before'], 'decode': decodes['now'],
+            'camera_decode_before': camera_decodes['before'],
+            'camera_decode': camera_decodes['now'],
+            'camera_decode_floor': camera_decodes['floor']}
   runs = {}
-  for name, command in (('stock', stock_command(handles)),
-                        ('pipeline', pipeline_command(handles, 'litert')),
-                        ('pipeline_int8', pipeline_command(handles, 'litert_int8'))):
-    report[f'{name}_marginal'], runs[name] = measure_marginal(command, image_sets, out_dir,
-                                                              name)
-  engines = {name: load_engine(spec, *handles, engine=engine) for name, engine in (
-      ('tf_engine', 'tf'), ('fast_engine', 'litert'), ('int8_engine', 'litert_int8'))}
-  for name, engine in engines.items():
-    report[name] = measure_engine(engine, pixels)['images_per_s']
-  report['ceiling'] = 1 / (1 / decode_rate + 1 / report['fast_engine'])
-  report['ceiling_int8'] = 1 / (1 / decode_rate + 1 / report['int8_engine'])
+  for name, command, sets in (('stock', stock_command(handles), image_sets),
+                              ('pipeline', pipeline_command(handles), image_sets),
+                              ('camera_pipeline', pipeline_command(handles), camera_sets)):
+    report[f'{name}_marginal'], runs[name] = measure_marginal(command, sets, out_dir, name)
+  choice = last_run(runs['pipeline'][1]['output'])['engine_choice']
+  report['auto_engine'] = choice['engine']
+  report['auto_probe'] = choice
+  pixels = np.stack([decode_rates.decode_now(image, spec.image_size) for image in contents])
+  report['engines'] = measure_engines(spec, handles, pixels)
+  report['ceiling'] = 1 / (1 / report['decode']
+                           + 1 / report['engines'][report['auto_engine']]['images_per_s'])
   report['labels_agree'] = labels_agree(runs['pipeline'][1]['output'], paths, pixels, handles)
-  figures = int8.agreement(engines['fast_engine'], engines['int8_engine'], pixels)
-  report['int8_labels_agree'] = figures['labels_agree']
-  report['int8_embedding_cosine_min'] = figures['embedding_cosine_min']
-  report['int8_embedding_cosine_median'] = figures['embedding_cosine_median']
   report['pipeline_marginal/stock_marginal'] = report['pipeline_marginal'] / report[
       'stock_marginal']
   report['pipeline_marginal/ceiling'] = report['pipeline_marginal'] / report['ceiling']
-  report['pipeline_int8_marginal/ceiling_int8'] = (report['pipeline_int8_marginal']
-                                                   / report['ceiling_int8'])
-  report['pipeline_int8_marginal/pipeline_marginal'] = (report['pipeline_int8_marginal']
-                                                        / report['pipeline_marginal'])
+  report['decode/decode_before'] = report['decode'] / report['decode_before']
+  report['camera_decode/camera_decode_before'] = (report['camera_decode']
+                                                  / report['camera_decode_before'])
+  report['camera_decode/camera_decode_floor'] = (report['camera_decode']
+                                                 / report['camera_decode_floor'])
+  report['camera_pipeline_marginal/camera_decode'] = (report['camera_pipeline_marginal']
+                                                      / report['camera_decode'])
   report = {key: round(value, 4) if isinstance(value, float) else value
             for key, value in report.items()}
   report['runs'] = {name: [{k: v for k, v in run.items() if k != 'output'} for run in pair]
@@ -290,8 +328,10 @@ def main():
       print(f"  {name:<14} {run['images']:>6} images in {run['seconds']:>7.1f} s, "
             f"{run['cpu']:.2f} cores, peak RSS {run['peak_rss_mb']:.0f} MB")
   for key, value in report.items():
-    if key not in ('runs', 'cpu_flags', 'images', 'cores'):
+    if key not in ('runs', 'cpu_flags', 'images', 'cores', 'engines', 'auto_probe'):
       print(f'{key}: {value}')
+  for name, figures in report['engines'].items():
+    print(f'engine {name}: {figures}')
   write_json(args.json, report)
 
 
