@@ -17,7 +17,7 @@ SAMPLE_VALUES = {
     'feature_handle': 'gs://b/m/f', 'top_k': '3', 'engine': 'tf', 'batch_size': '64',
     'rows_per_file': '1000', 'max_image_bytes': '1000000', 'max_image_pixels': '1000000',
     'max_read_attempts': '3', 'resume': 'true', 'overwrite': 'false',
-    'max_error_fraction': '0.01',
+    'max_error_fraction': '0.01', 'precision': 'fp32',
 }
 
 
