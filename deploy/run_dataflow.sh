@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Launches label-images on Google Cloud Dataflow straight from this checkout.
 #
-#   deploy/run_dataflow.sh PROJECT REGION gs://BUCKET INPUT OUTPUT [--gpu] [more label-images or Beam options]
+#   deploy/run_dataflow.sh PROJECT REGION gs://BUCKET INPUT OUTPUT [--amx | --gpu] [more label-images or Beam options]
 #
 # With IMAGE set (deploy/build_image.sh), workers run that image; without it they install
 # the project from setup.py at start-up (slower to start). Stage the model first
@@ -12,7 +12,9 @@
 # Worker settings, recommended:
 #   CPU: n2-standard-4; one SDK process per VM, so a VM holds one model copy rather than one
 #        per vCPU (--experiments=no_use_multiple_sdk_containers), with 4 harness threads
-#        sharing it; the LiteRT engine uses every vCPU.
+#        sharing it; each engine uses every vCPU, and each worker times the fp32 engines
+#        at start (--engine auto) and keeps the fastest.
+#   AMX: c3-standard-4 (Sapphire Rapids), --precision bf16: OpenVINO in bfloat16 on AMX.
 #   GPU: g2-standard-4 with one NVIDIA L4, --engine tf, batches of 64.
 #   Autoscaling: throughput-based, up to MAX_WORKERS (default 50).
 set -euo pipefail
@@ -23,7 +25,10 @@ fi
 project=$1 region=$2 bucket=$3 input=$4 output=$5
 shift 5
 machine=(--machine_type n2-standard-4 --number_of_worker_harness_threads 4)
-if [[ ${1:-} == --gpu ]]; then
+if [[ ${1:-} == --amx ]]; then
+  shift
+  machine=(--machine_type c3-standard-4 --number_of_worker_harness_threads 4 --precision bf16)
+elif [[ ${1:-} == --gpu ]]; then
   shift
   machine=(--machine_type g2-standard-4 --number_of_worker_harness_threads 2 --engine tf
            --batch_size 64
