@@ -67,9 +67,9 @@ def load_engine(spec, model_handle, feature_handle, engine=DEFAULT_ENGINE, preci
   those of `precision`, any precision meeting the fidelity bar where None), as a
   RunningEngine.
 
-  A named engine that fails to load or to match TensorFlow falls back to TensorFlow with a
-  warning; one that cannot run here at all (no such CPU feature, no staged int8 model)
-  raises EngineUnavailable.
+  A named fp32 engine that fails to load or to match TensorFlow falls back to TensorFlow
+  with a warning; one of a reduced precision raises, as does one that cannot run here at
+  all (EngineUnavailable: no such CPU feature, no staged int8 model).
   """
   source = ModelSource(spec, model_handle, feature_handle)
   if engine == AUTO:
@@ -78,14 +78,15 @@ def load_engine(spec, model_handle, feature_handle, engine=DEFAULT_ENGINE, preci
 
 
 def _named(source, engine):
+  """A named engine; an fp32 one that fails falls back to TensorFlow (fp32 too), while one of
+  a reduced precision raises: the rows of a directory are of one precision."""
   try:
     return RunningEngine(engine.name, engine.precision, _load_checked(source, engine)[0])
-  except EngineUnavailable:
-    raise
-  except EngineDisagrees as e:
-    reason = str(e)
   except Exception as e:  # pylint: disable=broad-except
-    reason = f'is unavailable ({type(e).__name__}: {e})'
+    if isinstance(e, EngineUnavailable) or engine.precision != engine_named(REFERENCE).precision:
+      raise
+    reason = str(e) if isinstance(e, EngineDisagrees) else (
+        f'is unavailable ({type(e).__name__}: {e})')
   _LOGGER.warning('The %s engine %s: running on TensorFlow.', engine.name, reason)
   return _reference(source)
 
@@ -118,10 +119,10 @@ def probe_rate(model, spec, batch_size):
 
 def _staged_figures(source, engine):
   """The engine's fidelity measured on the user's own images when it was staged, if any."""
-  if engine.precision != 'int8':
+  if engine.staged_figures is None:
     return None
   try:
-    return source.int8()[1].get('holdout')
+    return engine.staged_figures(source)
   except FileNotFoundError:
     return None
 
