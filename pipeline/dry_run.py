@@ -3,7 +3,7 @@ is submitted or run.
 
 A remote job's workers read the input and the models and write the output themselves, so
 each of those must be a location they reach (gs://, s3://, azfs://, http(s)://), not a path
-on this machine; the input, the models and the int8 model --engine litert_int8 needs are
+on this machine; the input, the models and the int8 model an int8 --engine needs are
 looked for where the driver can reach the storage (where it cannot, without network or credentials,
 the description says what was left unchecked).
 """
@@ -17,9 +17,10 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, WorkerOptio
 from pipeline import gcs_emulator
 from pipeline.engine_setting import remote_precision
 from pipeline.models import ChosenModel, ModelError, choose_model
+from transforms.engines import engine_named
+from transforms.engines.choice import AUTO
 from transforms.files import exists, matching_paths
 from transforms.inputs import FOLDER, GLOB, input_format, match_pattern
-from transforms.int8 import require_int8
 from transforms.labels import builtin_labels
 from transforms.model_spec import recorded_spec
 from transforms.model_store import SAVED_MODEL
@@ -59,8 +60,9 @@ def model_checks(args):
   checks = {f'--{flag}': (lambda handle=getattr(args, flag): _require_saved_model(handle))
             for flag in ('model_handle', 'feature_handle')
             if (getattr(args, flag) or '').startswith('gs://')}
-  if args.engine == 'litert_int8':
-    checks['--engine litert_int8'] = lambda: require_int8(args.model_handle)
+  staged_figures = args.engine != AUTO and engine_named(args.engine).staged_figures
+  if staged_figures:
+    checks[f'--engine {args.engine}'] = lambda: staged_figures(args.model_handle)
   if args.input.startswith('gs://'):
     checks['--input'] = lambda: _require_input(args.input)
   problems, unchecked = [], []

@@ -5,6 +5,7 @@ embeddings of two models, or of fp32 and int8, cannot be compared with each othe
 import hashlib
 
 from transforms import decode
+from transforms.int8 import load_int8
 from transforms.model_store import bucket_files, hash_model_files, listing_digest, local_model_dir
 
 
@@ -16,6 +17,23 @@ def model_fingerprint(handle, local):
   if handle.startswith('gs://'):
     return 'listing-sha256:' + listing_digest(bucket_files(handle)[1])
   return 'handle:' + handle
+
+
+def staged_int8(args):
+  """What stage-model recorded of the int8 models beside --model_handle (their hashes and
+  figures), for a run at int8; None for any other run. FileNotFoundError, saying how to make
+  them, where none is staged."""
+  return load_int8(args.model_handle)[1] if args.precision == 'int8' else None
+
+
+def int8_model_sha256(engine, int8_model):
+  """The hash of the int8 model `engine` runs (the TFLite one for auto: both are staged
+  together)."""
+  if not int8_model:
+    return None
+  if engine == 'openvino_int8':
+    return (int8_model.get('openvino') or {}).get('sha256')
+  return int8_model.get('sha256')
 
 
 def directory_identity(args, local, model, int8_model=None):
@@ -31,7 +49,7 @@ def directory_identity(args, local, model, int8_model=None):
       'model': model.spec.to_dict(),
       'engine': args.engine,
       'precision': args.precision,
-      'int8_model_sha256': (int8_model or {}).get('sha256'),
+      'int8_model_sha256': int8_model_sha256(args.engine, int8_model),
       'preprocessing': {'central_crop_fraction': decode.CENTRAL_FRACTION,
                         'size': height if height == width else [height, width],
                         'resize': 'bilinear'},

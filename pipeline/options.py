@@ -19,7 +19,6 @@ from transforms.http_read import DEFAULT_CONNECTIONS_PER_HOST, DEFAULT_TIMEOUT_S
 from transforms.inference import DEFAULT_BATCH_SIZE
 from transforms.inputs import (FOLDER, GLOB, LIST_SUFFIXES, ListError, check_list,
                                input_format, is_folder_image, match_pattern)
-from transforms.int8 import require_int8
 from transforms.engines import PRECISIONS, engine_named, engine_names
 from transforms.engines.choice import AUTO, DEFAULT_ENGINE
 from transforms.model_store import SAVED_MODEL, is_saved_model_dir, local_model_dir
@@ -324,12 +323,24 @@ def local_path_problems(args, pipeline_options=None):
     handle = getattr(args, flag)
     if handle and '://' not in handle and not is_saved_model_dir(handle):
       problems.append(f'--{flag}: {handle} is not a SavedModel directory (no {SAVED_MODEL})')
-  if args.engine == 'litert_int8' and '://' not in args.model_handle:
-    try:
-      require_int8(args.model_handle)
-    except FileNotFoundError as e:
-      problems.append(str(e))
+  staged = staged_model_problem(args)
+  if staged:
+    problems.append(staged)
   return problems
+
+
+def staged_model_problem(args):
+  """Where the named --engine runs a model stage-model makes (int8) and none is beside
+  --model_handle: how to make it. Remote handles are left to the workers."""
+  if args.engine == AUTO or '://' in args.model_handle:
+    return None
+  engine = engine_named(args.engine)
+  try:
+    if engine.staged_figures:
+      engine.staged_figures(args.model_handle)
+  except FileNotFoundError as e:
+    return str(e)
+  return None
 
 
 def _undecodable_input_problem(args):

@@ -17,7 +17,6 @@ from pipeline.console import plural
 from pipeline.output_dir import MANIFEST
 from pipeline.results import part_paths, read_manifest
 from transforms.files import DAMAGED_FOLDER, read_parquet, write_bytes
-from transforms.int8 import load_int8
 from transforms.metrics import IMAGES_BY_ENGINE, NAMESPACE
 from transforms.rows import NONE_OF_THE_CLASSES
 from transforms.schema import ERRORS, LABELS, part_glob
@@ -66,10 +65,12 @@ def _by_kind(totals, prefix):
 
 
 def build_manifest(args, pipeline_options, model, run_id, totals, distributions, started_at,
-                   finished_at, status='completed', set_aside=(), engine_choice=None):
+                   finished_at, status='completed', set_aside=(), engine_choice=None,
+                   int8_model=None):
   """This run's entry in the manifest; `model` is the ChosenModel it labelled with,
   `set_aside` the damaged parts it moved aside before it started, `engine_choice` what
-  --engine auto measured where the driver chose."""
+  --engine auto measured where the driver chose, `int8_model` what stage-model recorded of the
+  int8 models a run at int8 used."""
   labelled, errors = totals.get(LABELS, 0), totals.get(ERRORS, 0)
   seconds = (finished_at - started_at).total_seconds()
   counts = {name: totals.get(name, 0) for name in (
@@ -100,7 +101,7 @@ def build_manifest(args, pipeline_options, model, run_id, totals, distributions,
       'engine_choice': engine_choice.to_dict() if engine_choice else None,
       'images_by_engine': _by_kind(totals, IMAGES_BY_ENGINE),
       # The int8 model's hash and its measured agreement with fp32, from stage-model.
-      'int8_model': load_int8(args.model_handle)[1] if args.precision == 'int8' else None,
+      'int8_model': int8_model,
       'runner': pipeline_options.view_as(StandardOptions).runner or 'DirectRunner',
       'resumed': bool(args.resume),
       'started_at': started_at.isoformat(),

@@ -31,7 +31,7 @@ from pipeline.dry_run import (dry_run_model, job_description, model_checks,
                               worker_location_problems)
 from pipeline.engine_setting import EngineSettingError, settle_engine
 from pipeline.failure_summary import summary_lines
-from pipeline.identity import differences, directory_identity
+from pipeline.identity import differences, directory_identity, staged_int8
 from pipeline.lease import STALE_AFTER_S, LeaseError, take_lease
 from pipeline.models import ChosenModel, ModelError, choose_model
 from pipeline.options import model_handle_problems, parse_args, verbose_requested
@@ -42,7 +42,6 @@ from pipeline.runner import (is_local, new_pipeline, runs_in_this_process,
                              runs_on_dataflow)
 from pipeline.stopping import Interrupted, stop_on_signals
 from transforms.failures import ImageError
-from transforms.int8 import load_int8
 from transforms.metrics import PROCESS_TALLY
 
 EXIT_FAILED = 1
@@ -129,13 +128,15 @@ def _run_holding_lease(argv, args, pipeline_options, local, run_id, started_at, 
   engine_choice = settle_engine(args, local, model.spec, recorded)
   if engine_choice:
     status(f'label-images: engine: {engine_choice.describe()}')
-  identity = directory_identity(
-      args, local, model,
-      load_int8(args.model_handle)[1] if args.precision == 'int8' else None)
+  try:
+    int8_model = staged_int8(args)
+  except FileNotFoundError as e:
+    raise UsageError(str(e)) from e
+  identity = directory_identity(args, local, model, int8_model)
   if recorded:
     require_same_identity(args.output, recorded, identity)
   this = _ThisRun(argv, args, pipeline_options, run_id, started_at, model, identity, lease,
-                  set_aside, log_path, engine_choice)
+                  set_aside, log_path, engine_choice, int8_model)
   # Recorded before the first part: a directory always says what produced its rows.
   _record(this, {}, {}, 'running')
   result = None
@@ -205,6 +206,7 @@ class _ThisRun(NamedTuple):
   set_aside: list  # the damaged parts moved aside before the run: {part, moved_to, cause}
   log_path: str
   engine_choice: object  # EngineChoice where this process timed the engines, else None
+  int8_model: dict  # identity.staged_int8's
 
 
 def require_same_identity(output_dir, recorded, identity):
@@ -221,7 +223,8 @@ def _record(this, totals, distributions, status):
   totals."""
   run = report.build_manifest(this.args, this.options, this.model, this.run_id, totals,
                               distributions, this.started_at, report.now(), status=status,
-                              set_aside=this.set_aside, engine_choice=this.engine_choice)
+                              set_aside=this.set_aside, engine_choice=this.engine_choice,
+                              int8_model=this.int8_model)
   return run, report.write_manifest(this.args.output, run, this.identity)['totals']
 
 

@@ -14,7 +14,9 @@ beside them.
 
 With --int8_calibration (a glob or list of the user's images, as --input takes), it also
 quantizes the model to int8 on a deterministic sample of them and writes DEST/int8.tflite
-and DEST/int8.json (its agreement with fp32 on held-out images), for --engine litert_int8.
+and DEST/int8.json (its agreement with fp32 on held-out images), for --engine litert_int8;
+and, quantized by NNCF on the same images, DEST/openvino_int8.xml and .bin for --engine
+openvino_int8 (its own agreement in int8.json's `openvino` entry).
 """
 
 import argparse
@@ -23,6 +25,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -34,9 +37,10 @@ from pipeline.options import DEFAULT_MODEL_HANDLE
 from transforms import int8
 from transforms.decode import decode_image
 from transforms.failures import ImageError
-from transforms.files import created_atomically, read_bytes, write_bytes
+from transforms.files import created_atomically, delete_paths, read_bytes, write_bytes
 from transforms.inputs import list_input_uris
 from transforms.engines.litert import LiteRtModel, convert_to_tflite
+from transforms.engines.openvino import OpenVinoModel, cpu_has_bf16
 from transforms.model import load_image_model
 from transforms.model_store import is_saved_model_dir, local_model_dir
 from transforms.quiet import native_stderr_hidden
@@ -138,8 +142,9 @@ def calibration_sample(calibration_input, calibration_images, holdout_images):
 
 
 def stage_int8(model, handles, dest, sample, calibration_input):
-  """Quantizes the ChosenModel `model` on the user's images; writes DEST/int8.tflite and
-  DEST/int8.json and returns the figures."""
+  """Quantizes the ChosenModel `model` on the user's images; writes DEST/int8.tflite,
+  DEST/openvino_int8.xml and .bin (where NNCF can make them) and DEST/int8.json, and returns
+  the figures."""
   spec = model.spec
   calibration, holdout = (decoded_pixels(uris, spec.image_size) for uris in sample)
   if not len(calibration):
@@ -147,24 +152,66 @@ def stage_int8(model, handles, dest, sample, calibration_input):
   tf_model = load_image_model(spec, *handles)
   with native_stderr_hidden():  # the converter's own logging
     quantized = convert_to_tflite(tf_model, calibration)
-    fp32 = convert_to_tflite(tf_model) if len(holdout) else None
+    fp32 = convert_to_tflite(tf_model)
+  reference = LiteRtModel(fp32, spec) if len(holdout) else None
+  openvino, openvino_failure = None, None
+  try:
+    openvino = stage_openvino_int8(fp32, calibration, holdout, spec, reference)
+  except Exception as e:  # pylint: disable=broad-except
+    openvino_failure = ': '.join([type(e).__name__] + str(e).strip().splitlines()[:1])
   figures = {
       'created_at': datetime.datetime.now(datetime.timezone.utc).isoformat(),
       'model_handle': handles[0], 'feature_handle': handles[1],
       'calibration_input': calibration_input, 'calibration_images': int(len(calibration)),
-      'holdout': (int8.agreement(LiteRtModel(fp32, spec), LiteRtModel(quantized, spec), holdout)
+      'holdout': (int8.agreement(reference, LiteRtModel(quantized, spec), holdout)
                   if len(holdout) else None),
+      'openvino': openvino and openvino['figures'],
   }
-  model_path, figures_path = int8.int8_paths(FileSystems.join(dest, MODULES[0]))
+  classification = FileSystems.join(dest, MODULES[0])
+  model_path, figures_path = int8.int8_paths(classification)
+  ir_paths = int8.openvino_int8_paths(classification)
   write_bytes(model_path, quantized)
+  if openvino:
+    write_bytes(ir_paths[1], openvino['weights'])  # the weights first: the IR names them
+    write_bytes(ir_paths[0], openvino['xml'])
+  else:  # not one from an earlier staging, beside figures that are not its own
+    delete_paths(ir_paths)
   write_bytes(figures_path, json.dumps(figures, indent=2).encode('utf-8'))
   print(f'int8 model -> {model_path}, calibrated on {plural(len(calibration), "image")}')
   print('  ' + holdout_line(figures['holdout']))
+  if openvino:
+    print(f'OpenVINO int8 model (NNCF) -> {ir_paths[0]}')
+    print('  ' + holdout_line(openvino['figures']['holdout']))
+  else:
+    print(f'warning: no OpenVINO int8 model staged (for --engine openvino_int8): NNCF failed '
+          f'({openvino_failure})', file=sys.stderr)
   return figures
 
 
+def stage_openvino_int8(fp32, calibration, holdout, spec, reference):
+  """{'xml', 'weights': the IR NNCF made of the float flatbuffer `fp32` on the calibration
+  pixels, 'figures': its sha256 and its agreement with `reference` (fp32) on the held-out
+  pixels, run as --engine openvino_int8 runs it here}."""
+  with native_stderr_hidden():
+    xml, weights = int8.quantize_openvino(fp32, calibration)
+  figures = {'sha256': int8.ir_sha256(xml, weights), 'holdout': None}
+  if len(holdout):
+    import openvino  # pylint: disable=import-outside-toplevel
+    with tempfile.TemporaryDirectory() as directory:
+      path = os.path.join(directory, int8.OPENVINO_INT8_MODEL)
+      with open(path[:-len('.xml')] + '.bin', 'wb') as f:
+        f.write(weights)
+      with open(path, 'wb') as f:
+        f.write(xml)
+      core = openvino.Core()
+      figures['holdout'] = int8.agreement(
+          reference, OpenVinoModel(core, path, spec, 'bf16' if cpu_has_bf16(core) else 'fp32'),
+          holdout)
+  return {'xml': xml, 'weights': weights, 'figures': figures}
+
+
 def holdout_line(holdout):
-  """How the int8 model agrees with fp32 on the held-out images, for people."""
+  """How an int8 model agrees with fp32 on the held-out images, for people."""
   if not holdout:
     return ('no image was left to measure its agreement with fp32: give --int8_calibration '
             'more images than --int8_images')
@@ -198,7 +245,8 @@ def main(argv):
                       help='for a model that takes any size: the size to calibrate int8 at, '
                       'as label-images --image_size')
   parser.add_argument('--int8_calibration',
-                      help='also quantize the model to int8 (for --engine litert_int8), '
+                      help='also quantize the model to int8 (for --engine litert_int8 and '
+                      'openvino_int8), '
                       'calibrated on a sample of these images: a glob or a .txt/.csv/.parquet '
                       'list, as --input takes')
   parser.add_argument('--int8_images', type=int, default=int8.CALIBRATION_IMAGES,

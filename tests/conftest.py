@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -12,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_FIXTURES = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'fixtures'))
@@ -89,6 +91,26 @@ def photo_pixels():
     with open(os.path.join(PHOTOS_DIR, name), 'rb') as f:
       pixels.append(decode_image(f.read(), MODEL_SIZE)[0])
   return names, np.stack(pixels)
+
+
+@pytest.fixture(scope='session')
+def user_images(tmp_path_factory, shared_fixtures):
+  """A list of 90 crops of the shared photos: a user's collection to calibrate on."""
+  directory = tmp_path_factory.mktemp('user-images')
+  rng = random.Random(1)
+  photos = [Image.open(os.path.join(PHOTOS_DIR, name)).convert('RGB')
+            for name in sorted(REFERENCE_LABELS)]
+  paths = []
+  for i in range(90):
+    photo = rng.choice(photos)
+    width, height = int(photo.width * 0.8), int(photo.height * 0.8)
+    left, top = rng.randint(0, photo.width - width), rng.randint(0, photo.height - height)
+    path = directory / f'{i:03d}.jpg'
+    photo.crop((left, top, left + width, top + height)).save(path, quality=90)
+    paths.append(str(path))
+  listing = directory / 'list.txt'
+  listing.write_text('\n'.join(paths) + '\n')
+  return listing
 
 
 @contextlib.contextmanager

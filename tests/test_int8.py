@@ -1,35 +1,11 @@
-"""The int8 engine: quantized once by stage-model on the user's images, then run by name."""
+"""The int8 engines: quantized once by stage-model on the user's images, then run by name."""
 
 import json
 import os
-import random
-
-import pytest
-from PIL import Image
 
 from conftest import PHOTOS_DIR, REFERENCE_LABELS, last_run
 from test_cli import LABELS_SCHEMA, label_images, read_output
 from transforms.int8 import split_sample
-
-
-@pytest.fixture(scope='module')
-def user_images(tmp_path_factory, shared_fixtures):
-  """A list of 90 crops of the shared photos: a user's collection to calibrate on."""
-  directory = tmp_path_factory.mktemp('user-images')
-  rng = random.Random(1)
-  photos = [Image.open(os.path.join(PHOTOS_DIR, name)).convert('RGB')
-            for name in sorted(REFERENCE_LABELS)]
-  paths = []
-  for i in range(90):
-    photo = rng.choice(photos)
-    width, height = int(photo.width * 0.8), int(photo.height * 0.8)
-    left, top = rng.randint(0, photo.width - width), rng.randint(0, photo.height - height)
-    path = directory / f'{i:03d}.jpg'
-    photo.crop((left, top, left + width, top + height)).save(path, quality=90)
-    paths.append(str(path))
-  listing = directory / 'list.txt'
-  listing.write_text('\n'.join(paths) + '\n')
-  return listing
 
 
 def test_the_sample_depends_on_the_set_of_images_not_their_order():
@@ -65,6 +41,45 @@ def test_staged_int8_model_labels_the_photos_and_the_manifest_says_how_well(
   assert manifest['engine'] == 'litert_int8'
   assert manifest['int8_model']['holdout'] == figures['holdout']
   assert len(manifest['int8_model']['sha256']) == 64
+
+
+def test_stage_model_writes_an_openvino_int8_model_that_labels_the_photos(
+    model_dir, user_images, gcs_bucket, tmp_path):
+  bucket, bucket_uri = gcs_bucket
+  staged = label_images('stage-model', '--source', model_dir, '--dest', f'{bucket_uri}/models',
+                        '--int8_calibration', user_images, '--int8_images', 60,
+                        '--int8_holdout', 30)
+  assert staged.returncode == 0, staged.stderr[-3000:]
+  assert 'NNCF failed' not in staged.stderr
+  assert (f'OpenVINO int8 model (NNCF) -> {bucket_uri}/models/openvino_int8.xml'
+          in staged.stdout)
+  for name in ('openvino_int8.xml', 'openvino_int8.bin'):
+    blob = bucket.get_blob(f'models/{name}')
+    assert blob is not None and blob.size > 0, name
+  figures = json.loads(bucket.blob('models/int8.json').download_as_bytes())
+  openvino = figures['openvino']
+  assert len(openvino['sha256']) == 64
+  assert openvino['holdout']['images'] == 30
+  assert openvino['holdout']['labels_agree'] >= 0.8
+  assert openvino['holdout']['embedding_cosine_median'] >= 0.95
+  # NNCF's model follows fp32 at least about as closely as TensorFlow's converter's.
+  assert (openvino['holdout']['embedding_cosine_min']
+          >= figures['holdout']['embedding_cosine_min'] - 0.02)
+
+  output = tmp_path / 'out'
+  result = label_images('--input', os.path.join(PHOTOS_DIR, '*'), '--output', output,
+                        '--engine', 'openvino_int8',
+                        '--model_handle', f'{bucket_uri}/models/classification',
+                        '--feature_handle', f'{bucket_uri}/models/feature_vector')
+  assert result.returncode == 0, result.stderr[-3000:]
+  labels = {os.path.basename(row['uri']): row['label_index']
+            for row in read_output(output, 'labels', LABELS_SCHEMA)}
+  agree = sum(labels[name] == index for name, index in REFERENCE_LABELS.items())
+  assert agree >= len(REFERENCE_LABELS) - 1, labels
+  manifest = last_run(output)
+  assert manifest['engine'] == 'openvino_int8' and manifest['precision'] == 'int8'
+  assert set(manifest['images_by_engine']) == {'openvino_int8'}, 'fell back to TensorFlow'
+  assert manifest['int8_model']['openvino'] == openvino
 
 
 def test_litert_int8_without_a_staged_model_says_how_to_make_one(model_dir, tmp_path):

@@ -1,5 +1,6 @@
 """label-images stage-model: TF Hub modules copied to GCS, then loaded from there by workers."""
 
+import json
 import os
 import shutil
 
@@ -58,7 +59,7 @@ def test_a_source_that_names_no_classification_module_needs_feature_source():
 
 def copy_of_models(model_dir, tmp_path):
   models = tmp_path / 'models'
-  shutil.copytree(model_dir, models, ignore=shutil.ignore_patterns('int8.*'))
+  shutil.copytree(model_dir, models, ignore=shutil.ignore_patterns('int8.*', 'openvino_int8.*'))
   return models, {path: path.read_bytes() for path in models.rglob('*') if path.is_file()}
 
 
@@ -83,3 +84,27 @@ def test_a_calibration_glob_that_matches_nothing_is_refused_before_copying(model
                         '--int8_calibration', tmp_path / 'nothing' / '*.jpg')
   assert staged.returncode == 2 and 'no image matches' in staged.stderr
   assert not (tmp_path / 'dest').exists()
+
+
+def test_where_nncf_fails_the_tflite_int8_model_is_staged_anyway(model_dir, tmp_path,
+                                                                 monkeypatch, capsys):
+  from pipeline import stage_model  # pylint: disable=import-outside-toplevel
+  from transforms import int8  # pylint: disable=import-outside-toplevel
+
+  def no_nncf(*_):
+    raise ImportError("No module named 'nncf'")
+  monkeypatch.setattr(int8, 'quantize_openvino', no_nncf)
+  dest = tmp_path / 'models'
+  dest.mkdir()
+  for name in ('openvino_int8.xml', 'openvino_int8.bin'):  # from an earlier staging
+    (dest / name).write_text('stale')
+  assert stage_model.main(['--source', str(model_dir), '--dest', str(dest),
+                           '--int8_calibration', os.path.join(PHOTOS_DIR, '*'),
+                           '--int8_images', '4', '--int8_holdout', '4']) == 0
+  printed = capsys.readouterr()
+  assert "NNCF failed (ImportError: No module named 'nncf')" in printed.err
+  assert 'int8 model -> ' in printed.out and 'OpenVINO' not in printed.out
+  figures = json.loads((dest / 'int8.json').read_text())
+  assert figures['holdout']['images'] == 4 and figures['openvino'] is None
+  assert (dest / 'int8.tflite').stat().st_size
+  assert not (dest / 'openvino_int8.xml').exists() and not (dest / 'openvino_int8.bin').exists()

@@ -9,10 +9,20 @@ first would make labels depend on the run. The calibration images are a determin
 sample (by a hash of each URI, whatever the listing order), preprocessed exactly as the
 pipeline does; agreement with fp32 is measured on a held-out sample and saved beside the
 model as int8.json.
+
+Beside it, from the same calibration pixels, NNCF's post-training quantization of the float
+TFLite model for OpenVINO (openvino_int8.xml and .bin, for --engine openvino_int8): a mixed
+preset (symmetric weights, asymmetric activations), bias correction in full, and the first
+convolution, which sees raw pixels, left in float; it follows fp32 more closely than
+TensorFlow's converter does. Its own figures are int8.json's `openvino` entry.
 """
 
+import contextlib
 import hashlib
+import io
 import json
+import os
+import tempfile
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -21,6 +31,7 @@ from transforms.files import exists, read_bytes
 
 INT8_MODEL = 'int8.tflite'
 INT8_FIGURES = 'int8.json'
+OPENVINO_INT8_MODEL = 'openvino_int8.xml'  # its weights in openvino_int8.bin beside it
 CALIBRATION_IMAGES = 64
 HOLDOUT_IMAGES = 200
 
@@ -29,6 +40,13 @@ def int8_paths(model_handle):
   """(int8 model, its figures) beside the classification module `model_handle`."""
   parent = FileSystems.split(model_handle.rstrip('/'))[0]
   return FileSystems.join(parent, INT8_MODEL), FileSystems.join(parent, INT8_FIGURES)
+
+
+def openvino_int8_paths(model_handle):
+  """(IR, its weights) of the OpenVINO int8 model beside the classification module."""
+  parent = FileSystems.split(model_handle.rstrip('/'))[0]
+  xml = FileSystems.join(parent, OPENVINO_INT8_MODEL)
+  return xml, xml[:-len('.xml')] + '.bin'
 
 
 def split_sample(uris, calibration=CALIBRATION_IMAGES, holdout=HOLDOUT_IMAGES):
@@ -78,3 +96,66 @@ def load_int8(model_handle):
   figures = json.loads(read_bytes(figures_path)) if exists(figures_path) else {}
   figures['sha256'] = hashlib.sha256(flatbuffer).hexdigest()
   return flatbuffer, figures
+
+
+def int8_figures(model_handle):
+  """int8.json beside `model_handle`, or {} where none is staged."""
+  figures_path = int8_paths(model_handle)[1]
+  return json.loads(read_bytes(figures_path)) if exists(figures_path) else {}
+
+
+def ir_sha256(xml, weights):
+  return hashlib.sha256(hashlib.sha256(xml).digest() + hashlib.sha256(weights).digest()
+                        ).hexdigest()
+
+
+def require_openvino_int8(model_handle):
+  """Raises FileNotFoundError, with the command that makes it, where no OpenVINO int8 model
+  is staged beside `model_handle`."""
+  xml_path = openvino_int8_paths(model_handle)[0]
+  if not exists(xml_path):
+    raise FileNotFoundError(
+        f'--engine openvino_int8 needs {xml_path}, the OpenVINO int8 model calibrated on your '
+        f'images: make it with label-images stage-model --source MODEL_DIR --dest '
+        f'{FileSystems.split(xml_path)[0]} --int8_calibration IMAGES (with nncf installed)')
+
+
+def load_openvino_int8(model_handle):
+  """(IR bytes, weights bytes, sha256 of both) of the OpenVINO int8 model staged beside
+  `model_handle`; FileNotFoundError where there is none."""
+  require_openvino_int8(model_handle)
+  xml_path, weights_path = openvino_int8_paths(model_handle)
+  xml, weights = read_bytes(xml_path), read_bytes(weights_path)
+  return xml, weights, ir_sha256(xml, weights)
+
+
+def quantize_openvino(fp32_flatbuffer, calibration):
+  """(IR bytes, weights bytes): the float TFLite model `fp32_flatbuffer` quantized to int8 by
+  NNCF on `calibration` (uint8 pixels [n, height, width, 3]), its first convolution kept in
+  float."""
+  # pylint: disable=import-outside-toplevel
+  import logging
+
+  import nncf
+  import openvino
+  from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
+                                                     OverflowFix)
+  nncf.set_log_level(logging.ERROR)
+  with tempfile.TemporaryDirectory() as directory, \
+      contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
+    tflite_path = os.path.join(directory, 'fp32.tflite')
+    with open(tflite_path, 'wb') as f:
+      f.write(fp32_flatbuffer)
+    model = openvino.Core().read_model(tflite_path)
+    first_convolution = next((op.get_friendly_name() for op in model.get_ordered_ops()
+                              if op.get_type_name() == 'Convolution'), None)
+    quantized = nncf.quantize(
+        model, nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))]),
+        subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED,
+        fast_bias_correction=False,
+        ignored_scope=nncf.IgnoredScope(names=[first_convolution] if first_convolution else []),
+        advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.DISABLE))
+    xml_path = os.path.join(directory, OPENVINO_INT8_MODEL)
+    openvino.save_model(quantized, xml_path)
+    with open(xml_path, 'rb') as xml, open(xml_path[:-len('.xml')] + '.bin', 'rb') as weights:
+      return xml.read(), weights.read()

@@ -33,6 +33,10 @@ class Engine:
   # () -> why this machine cannot run it (no such package or CPU feature), or None: asked
   # before a run starts, without loading the model.
   missing: Callable[[], Optional[str]] = lambda: None
+  # For an engine whose model stage-model makes (int8): (model_handle) -> that model's
+  # fidelity measured on the user's own images (labels_agree, embedding_cosine_min, ...), or
+  # FileNotFoundError, saying how to make it, where it is not staged beside model_handle.
+  staged_figures: Optional[Callable[[str], Optional[dict]]] = None
 
 
 _REGISTERED = {}
@@ -61,5 +65,5 @@ def registered_engines():
   return tuple(_REGISTERED.values())
 
 
-for _module in ('tf', 'litert', 'litert_int8', 'openvino'):
+for _module in ('tf', 'litert', 'litert_int8', 'openvino', 'openvino_int8'):
   importlib.import_module(f'{__name__}.{_module}')

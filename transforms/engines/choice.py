@@ -122,7 +122,7 @@ def _staged_figures(source, engine):
   if engine.staged_figures is None:
     return None
   try:
-    return engine.staged_figures(source)
+    return engine.staged_figures(source.model_handle)
   except FileNotFoundError:
     return None
 

@@ -3,7 +3,7 @@ images (int8.py), run by LiteRT on XNNPACK."""
 
 from transforms.engines import Engine, EngineUnavailable, register
 from transforms.engines.litert import LiteRtModel, litert_version
-from transforms.int8 import int8_paths
+from transforms.int8 import int8_figures, int8_paths, require_int8
 
 
 def _load(source):
@@ -15,4 +15,10 @@ def _load(source):
   return LiteRtModel(flatbuffer, source.spec)
 
 
-register(Engine('litert_int8', 'int8', _load, version=litert_version))
+def _staged_figures(model_handle):
+  require_int8(model_handle)
+  return int8_figures(model_handle).get('holdout')
+
+
+register(Engine('litert_int8', 'int8', _load, version=litert_version,
+                staged_figures=_staged_figures))

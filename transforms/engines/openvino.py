@@ -53,16 +53,21 @@ class OpenVinoModel:
   """uint8 pixels -> (scores, embeddings or None), float32, compiled once per batch size
   (a static shape plans its memory once); calls take turns, each runs every core."""
 
-  def __init__(self, core, tflite_path, spec, precision):
+  def __init__(self, core, model_path, spec, precision, fingerprint=None):
+    """`model_path`: a file OpenVINO reads, the float TFLite model or an IR (its .bin beside
+    it); `precision`: the arithmetic of its float layers, 'fp32' or 'bf16'; `fingerprint`:
+    what the model is remembered by, a hash of the file where None."""
     self._core = core
-    self._path = tflite_path
+    self._path = model_path
     self._spec = spec
     self._config = {'INFERENCE_PRECISION_HINT': _HINTS[precision],
                     'PERFORMANCE_HINT': 'LATENCY'}
-    with open(tflite_path, 'rb') as f:
-      self.fingerprint = hashlib.sha256(f.read()).hexdigest()[:32]
+    if fingerprint is None:
+      with open(model_path, 'rb') as f:
+        fingerprint = hashlib.sha256(f.read()).hexdigest()[:32]
+    self.fingerprint = fingerprint
     widths = [output.get_partial_shape()[-1].get_length()
-              for output in core.read_model(tflite_path).outputs]
+              for output in core.read_model(model_path).outputs]
     self._positions = output_positions(widths, spec)
     self._requests = {}
     self._lock = threading.Lock()
