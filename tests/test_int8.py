@@ -15,35 +15,7 @@ def test_the_sample_depends_on_the_set_of_images_not_their_order():
   assert len(calibration) == 10 and len(holdout) == 20 and not set(calibration) & set(holdout)
 
 
-def test_staged_int8_model_labels_the_photos_and_the_manifest_says_how_well(
-    model_dir, user_images, gcs_bucket, tmp_path):
-  bucket, bucket_uri = gcs_bucket
-  staged = label_images('stage-model', '--source', model_dir, '--dest', f'{bucket_uri}/models',
-                        '--int8_calibration', user_images, '--int8_images', 60,
-                        '--int8_holdout', 30)
-  assert staged.returncode == 0, staged.stderr[-3000:]
-  figures = json.loads(bucket.blob('models/int8.json').download_as_bytes())
-  assert figures['calibration_images'] == 60 and figures['holdout']['images'] == 30
-  assert figures['holdout']['labels_agree'] >= 0.8
-  assert figures['holdout']['embedding_cosine_median'] >= 0.95
-
-  output = tmp_path / 'out'
-  result = label_images('--input', os.path.join(PHOTOS_DIR, '*'), '--output', output,
-                        '--engine', 'litert_int8',
-                        '--model_handle', f'{bucket_uri}/models/classification',
-                        '--feature_handle', f'{bucket_uri}/models/feature_vector')
-  assert result.returncode == 0, result.stderr[-3000:]
-  labels = {os.path.basename(row['uri']): row['label_index']
-            for row in read_output(output, 'labels', LABELS_SCHEMA)}
-  agree = sum(labels[name] == index for name, index in REFERENCE_LABELS.items())
-  assert agree >= len(REFERENCE_LABELS) - 1, labels
-  manifest = last_run(output)
-  assert manifest['engine'] == 'litert_int8'
-  assert manifest['int8_model']['holdout'] == figures['holdout']
-  assert len(manifest['int8_model']['sha256']) == 64
-
-
-def test_stage_model_writes_an_openvino_int8_model_that_labels_the_photos(
+def test_both_staged_int8_models_label_the_photos_and_the_manifest_says_how_well(
     model_dir, user_images, gcs_bucket, tmp_path):
   bucket, bucket_uri = gcs_bucket
   staged = label_images('stage-model', '--source', model_dir, '--dest', f'{bucket_uri}/models',
@@ -53,33 +25,38 @@ def test_stage_model_writes_an_openvino_int8_model_that_labels_the_photos(
   assert 'NNCF failed' not in staged.stderr
   assert (f'OpenVINO int8 model (NNCF) -> {bucket_uri}/models/openvino_int8.xml'
           in staged.stdout)
-  for name in ('openvino_int8.xml', 'openvino_int8.bin'):
+  for name in ('int8.tflite', 'openvino_int8.xml', 'openvino_int8.bin'):
     blob = bucket.get_blob(f'models/{name}')
     assert blob is not None and blob.size > 0, name
   figures = json.loads(bucket.blob('models/int8.json').download_as_bytes())
+  assert figures['calibration_images'] == 60
   openvino = figures['openvino']
   assert len(openvino['sha256']) == 64
-  assert openvino['holdout']['images'] == 30
-  assert openvino['holdout']['labels_agree'] >= 0.8
-  assert openvino['holdout']['embedding_cosine_median'] >= 0.95
+  for holdout in (figures['holdout'], openvino['holdout']):
+    assert holdout['images'] == 30
+    assert holdout['labels_agree'] >= 0.8
+    assert holdout['embedding_cosine_median'] >= 0.95
   # NNCF's model follows fp32 at least about as closely as TensorFlow's converter's.
   assert (openvino['holdout']['embedding_cosine_min']
           >= figures['holdout']['embedding_cosine_min'] - 0.02)
 
-  output = tmp_path / 'out'
-  result = label_images('--input', os.path.join(PHOTOS_DIR, '*'), '--output', output,
-                        '--engine', 'openvino_int8',
-                        '--model_handle', f'{bucket_uri}/models/classification',
-                        '--feature_handle', f'{bucket_uri}/models/feature_vector')
-  assert result.returncode == 0, result.stderr[-3000:]
-  labels = {os.path.basename(row['uri']): row['label_index']
-            for row in read_output(output, 'labels', LABELS_SCHEMA)}
-  agree = sum(labels[name] == index for name, index in REFERENCE_LABELS.items())
-  assert agree >= len(REFERENCE_LABELS) - 1, labels
-  manifest = last_run(output)
-  assert manifest['engine'] == 'openvino_int8' and manifest['precision'] == 'int8'
-  assert set(manifest['images_by_engine']) == {'openvino_int8'}, 'fell back to TensorFlow'
-  assert manifest['int8_model']['openvino'] == openvino
+  for engine in ('litert_int8', 'openvino_int8'):
+    output = tmp_path / engine
+    result = label_images('--input', os.path.join(PHOTOS_DIR, '*'), '--output', output,
+                          '--engine', engine,
+                          '--model_handle', f'{bucket_uri}/models/classification',
+                          '--feature_handle', f'{bucket_uri}/models/feature_vector')
+    assert result.returncode == 0, result.stderr[-3000:]
+    labels = {os.path.basename(row['uri']): row['label_index']
+              for row in read_output(output, 'labels', LABELS_SCHEMA)}
+    agree = sum(labels[name] == index for name, index in REFERENCE_LABELS.items())
+    assert agree >= len(REFERENCE_LABELS) - 1, labels
+    manifest = last_run(output)
+    assert manifest['engine'] == engine and manifest['precision'] == 'int8'
+    assert set(manifest['images_by_engine']) == {engine}, 'fell back to TensorFlow'
+    assert manifest['int8_model']['holdout'] == figures['holdout']
+    assert manifest['int8_model']['openvino'] == openvino
+    assert len(manifest['int8_model']['sha256']) == 64
 
 
 def test_litert_int8_without_a_staged_model_says_how_to_make_one(model_dir, tmp_path):

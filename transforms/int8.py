@@ -80,12 +80,15 @@ def agreement(reference, candidate, pixels, batch_size=32):
 def require_int8(model_handle):
   """Raises FileNotFoundError, with the command that makes it, where no int8 model is staged
   beside `model_handle`."""
-  model_path = int8_paths(model_handle)[0]
-  if not exists(model_path):
+  _require_staged(int8_paths(model_handle)[0], 'litert_int8', 'int8 model')
+
+
+def _require_staged(path, engine, what):
+  if not exists(path):
     raise FileNotFoundError(
-        f'--engine litert_int8 needs {model_path}, the int8 model calibrated on your images: '
-        f'make it with label-images stage-model --source MODEL_DIR --dest '
-        f'{FileSystems.split(model_path)[0]} --int8_calibration IMAGES')
+        f'--engine {engine} needs {path}, the {what} calibrated on your images: make it with '
+        f'label-images stage-model --source MODEL_DIR --dest {FileSystems.split(path)[0]} '
+        '--int8_calibration IMAGES')
 
 
 def load_int8(model_handle):
@@ -112,12 +115,8 @@ def ir_sha256(xml, weights):
 def require_openvino_int8(model_handle):
   """Raises FileNotFoundError, with the command that makes it, where no OpenVINO int8 model
   is staged beside `model_handle`."""
-  xml_path = openvino_int8_paths(model_handle)[0]
-  if not exists(xml_path):
-    raise FileNotFoundError(
-        f'--engine openvino_int8 needs {xml_path}, the OpenVINO int8 model calibrated on your '
-        f'images: make it with label-images stage-model --source MODEL_DIR --dest '
-        f'{FileSystems.split(xml_path)[0]} --int8_calibration IMAGES (with nncf installed)')
+  _require_staged(openvino_int8_paths(model_handle)[0], 'openvino_int8',
+                  'OpenVINO int8 model')
 
 
 def load_openvino_int8(model_handle):

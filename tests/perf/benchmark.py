@@ -42,14 +42,12 @@ import argparse
 import glob
 import json
 import os
-import random
 import sys
 import tempfile
 import time
 
 import numpy as np
 import pyarrow.parquet as pq
-from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -75,22 +73,7 @@ WARM_UP_IMAGES = 8
 
 def make_images(count):
   directory = os.path.join(CACHE, f'images-{count}')
-  if len(glob.glob(os.path.join(directory, '*.jpg'))) == count:
-    return directory
-  os.makedirs(directory, exist_ok=True)
-  rng = random.Random(count)
-  photos = [Image.open(path).convert('RGB') for path in sorted(glob.glob(
-      os.path.join(SHARED_PHOTOS, '*')))]
-  for i in range(count):
-    photo = rng.choice(photos)
-    scale = rng.uniform(0.6, 1.0)
-    width, height = int(photo.width * scale), int(photo.height * scale)
-    left, top = rng.randint(0, photo.width - width), rng.randint(0, photo.height - height)
-    image = photo.crop((left, top, left + width, top + height)).resize((500, 375),
-                                                                       Image.BICUBIC)
-    if rng.random() < 0.5:
-      image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    image.save(os.path.join(directory, f'{i:06d}.jpg'), quality=90)
+  decode_rates.make_web_images(directory, count)
   return directory
 
 
