@@ -26,15 +26,15 @@ def masked_capabilities():
           if name.strip()}
 
 
-def _core():
+def openvino_core():
   import openvino  # pylint: disable=import-outside-toplevel
   return openvino.Core()
 
 
-def _missing(precision):
+def missing_for(precision):
   """Why OpenVINO cannot compute in `precision` here, or None."""
   try:
-    core = _core()
+    core = openvino_core()
   except ImportError as e:
     return f'openvino is not installed ({e})'
   if precision == 'bf16' and not cpu_has_bf16(core):
@@ -91,17 +91,18 @@ class OpenVinoModel:
 
 def _loader(precision):
   def load(source):
-    why = _missing(precision)
+    why = missing_for(precision)
     if why:
       raise EngineUnavailable(why)
-    return OpenVinoModel(_core(), source.fp32_tflite_path(), source.spec, precision)
+    return OpenVinoModel(openvino_core(), source.fp32_tflite_path(), source.spec, precision)
   return load
 
 
-def _version():
+def openvino_version():
   return f'openvino=={metadata.version("openvino")}'
 
 
 for _precision in ('fp32', 'bf16'):
-  register(Engine(f'openvino_{_precision}', _precision, _loader(_precision), version=_version,
-                  missing=lambda precision=_precision: _missing(precision)))
+  register(Engine(f'openvino_{_precision}', _precision, _loader(_precision),
+                  version=openvino_version,
+                  missing=lambda precision=_precision: missing_for(precision)))

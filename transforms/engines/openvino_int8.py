@@ -5,13 +5,14 @@ plugin; the layers left in float (the first convolution) in bfloat16 where the C
 import os
 
 from transforms.engines import Engine, EngineUnavailable, register
-from transforms.engines.openvino import OpenVinoModel, _core, _missing, _version, cpu_has_bf16
+from transforms.engines.openvino import (OpenVinoModel, cpu_has_bf16, missing_for,
+                                         openvino_core, openvino_version)
 from transforms.files import write_bytes
 from transforms.int8 import int8_figures, load_openvino_int8, require_openvino_int8
 
 
 def _load(source):
-  why = _missing('fp32')
+  why = missing_for('fp32')
   if why:
     raise EngineUnavailable(why)
   try:
@@ -24,7 +25,7 @@ def _load(source):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_bytes(path[:-len('.xml')] + '.bin', weights)  # the weights first: the IR names them
     write_bytes(path, xml)
-  core = _core()
+  core = openvino_core()
   return OpenVinoModel(core, path, source.spec, 'bf16' if cpu_has_bf16(core) else 'fp32',
                        fingerprint=sha256[:32])
 
@@ -34,5 +35,5 @@ def _staged_figures(model_handle):
   return (int8_figures(model_handle).get('openvino') or {}).get('holdout')
 
 
-register(Engine('openvino_int8', 'int8', _load, version=_version,
-                missing=lambda: _missing('fp32'), staged_figures=_staged_figures))
+register(Engine('openvino_int8', 'int8', _load, version=openvino_version,
+                missing=lambda: missing_for('fp32'), staged_figures=_staged_figures))
