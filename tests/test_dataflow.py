@@ -65,7 +65,7 @@ def test_the_cli_builds_the_job_without_a_network():
   assert 'steps (16): ListUris, SelectUris, Read, Decode, Inference' in result.stdout
   assert ('workers: up to 20 x g2-standard-4, image '
           'us-docker.pkg.dev/my-project/images/label-images:gpu') in result.stdout
-  assert 'engine: litert (fp32), batches of 32' in result.stdout
+  assert 'engine: auto (fp32), batches of 32' in result.stdout
   assert 'not checked from here (no access): --model_handle' in result.stdout
 
 

@@ -45,7 +45,10 @@ def collection(model_dir, tmp_path_factory):
   with open(directory / 'examples.csv', 'w', newline='', encoding='utf-8') as f:
     csv.writer(f).writerows([('uri', 'label'), *examples])
   output = directory / 'out'
-  result = label_images('--input', images, '--output', output, *model_args(model_dir))
+  # fp32 here and below: the head as a model then computes as relabel does, to float32's
+  # rounding (in bf16 the head's own matmul would round too).
+  result = label_images('--input', images, '--output', output, '--precision', 'fp32',
+                        *model_args(model_dir))
   assert result.returncode == 0, result.stderr
   return output, directory / 'examples.csv', held_out
 
@@ -73,7 +76,8 @@ def test_relabel_and_the_head_as_a_model_label_held_out_copies_right_and_alike(
   listing = tmp_path / 'held_out.txt'
   listing.write_text('\n'.join(held_out) + '\n')
   direct = tmp_path / 'direct'
-  result = label_images('--input', listing, '--output', direct, '--model_handle', head_dir)
+  result = label_images('--input', listing, '--output', direct, '--model_handle', head_dir,
+                        '--precision', 'fp32')
   assert result.returncode == 0, result.stderr
   by_model = rows_by_uri(direct)
   assert set(by_model) == set(held_out)
