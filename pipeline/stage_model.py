@@ -36,11 +36,11 @@ from pipeline.results import parse_with_filesystem_options
 from pipeline.options import DEFAULT_MODEL_HANDLE
 from transforms import int8
 from transforms.decode import decode_image
+from transforms.engines.litert import LiteRtModel, convert_to_tflite
+from transforms.engines.openvino import OpenVinoModel, cpu_has_bf16
 from transforms.failures import ImageError
 from transforms.files import created_atomically, delete_paths, read_bytes, write_bytes
 from transforms.inputs import list_input_uris
-from transforms.engines.litert import LiteRtModel, convert_to_tflite
-from transforms.engines.openvino import OpenVinoModel, cpu_has_bf16
 from transforms.model import load_image_model
 from transforms.model_store import is_saved_model_dir, local_model_dir
 from transforms.quiet import native_stderr_hidden
