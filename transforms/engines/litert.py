@@ -38,11 +38,12 @@ class LiteRtModel:
   calls take turns.
   """
 
-  def __init__(self, tflite_model, spec, num_threads=None):
+  def __init__(self, tflite_model, spec, num_threads=None, fingerprint=None):
+    """`fingerprint`: what the model is remembered by, a hash of `tflite_model` where None."""
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
     self._interpreter = Interpreter(model_content=tflite_model,
                                     num_threads=num_threads or os.cpu_count())
-    self.fingerprint = hashlib.sha256(tflite_model).hexdigest()[:32]
+    self.fingerprint = fingerprint or hashlib.sha256(tflite_model).hexdigest()[:32]
     self._input = self._interpreter.get_input_details()[0]['index']
     outputs = self._interpreter.get_output_details()
     positions = output_positions([output['shape'][-1] for output in outputs], spec)
@@ -70,7 +71,7 @@ class LiteRtModel:
 
 def _load(source):
   with open(source.fp32_tflite_path(), 'rb') as f:
-    return LiteRtModel(f.read(), source.spec)
+    return LiteRtModel(f.read(), source.spec, fingerprint=source.digest())
 
 
 def litert_version():

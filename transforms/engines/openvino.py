@@ -94,7 +94,9 @@ def _loader(precision):
     why = missing_for(precision)
     if why:
       raise EngineUnavailable(why)
-    return OpenVinoModel(openvino_core(), source.fp32_tflite_path(), source.spec, precision)
+    # The float file is named by the source's digest: no need to hash it again.
+    return OpenVinoModel(openvino_core(), source.fp32_tflite_path(), source.spec, precision,
+                         fingerprint=source.digest())
   return load
 
 
